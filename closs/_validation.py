@@ -1,0 +1,183 @@
+"""Argument checks shared by every loss, and their messages.
+
+Each message names the argument, what was expected and what was given.  The
+exception types follow the API contract: ValueError for a wrong value or
+shape, TypeError for a wrong kind of dtype, IndexError for an out-of-range
+class index.  Everything is checked here, in Python, before a kernel runs:
+the kernels trust their inputs.
+"""
+import math
+import numbers
+import warnings
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def _describe(value):
+    if isinstance(value, np.ndarray):
+        return f"an array of dtype {value.dtype}"
+    return f"{value!r} ({type(value).__name__})"
+
+
+# -- reductions --------------------------------------------------------------------
+
+
+def legacy_reduction(size_average, reduce):
+    """torch's mapping of the deprecated size_average/reduce pair, with its warning."""
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    reduction = "none" if not reduce else "mean" if size_average else "sum"
+    warnings.warn(
+        "size_average and reduce args will be deprecated, please use "
+        f"reduction='{reduction}' instead.",
+        UserWarning,
+        stacklevel=4,
+    )
+    return reduction
+
+
+def reduction(value, size_average=None, reduce=None, *, allowed=REDUCTIONS, alias=True):
+    """The reduction to apply: the legacy pair overrides `value`.
+
+    alias: accept 'elementwise_mean' as a deprecated alias of 'mean' (as torch
+    does for losses that go through its reduction enum).
+    """
+    if size_average is not None or reduce is not None:
+        return legacy_reduction(size_average, reduce)
+    if value in allowed:
+        return value
+    if alias and value == "elementwise_mean" and "mean" in allowed:
+        warnings.warn(
+            "reduction='elementwise_mean' is deprecated, please use reduction='mean' instead.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return "mean"
+    expected = ", ".join(repr(r) for r in allowed)
+    raise ValueError(f"reduction: expected one of {expected}, got {value!r} "
+                     f"({value!r} is not a valid value for reduction)")
+
+
+# -- arrays ------------------------------------------------------------------------
+
+
+def float_array(value, name):
+    """`value` as a float32/float64 array (no copy when it already is one)."""
+    arr = value if type(value) is np.ndarray else np.asarray(value)
+    dtype = arr.dtype
+    if dtype is FLOAT_DTYPES[0] or dtype is FLOAT_DTYPES[1] or dtype in FLOAT_DTYPES:
+        return arr
+    if dtype.kind == "f" and dtype.itemsize in (4, 8):  # non-native byte order
+        return arr.astype(dtype.newbyteorder("="))
+    raise TypeError(
+        f"{name}: expected a floating-point array (float32 or float64), got {_describe(arr)}"
+    )
+
+
+def operand(value, name, dtype):
+    """`value` (real numbers of any dtype) as an array of the compute `dtype`."""
+    arr = value if type(value) is np.ndarray else np.asarray(value)
+    if arr.dtype is dtype:
+        return arr
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected an array of real numbers, got {_describe(arr)}")
+    return arr.astype(dtype)
+
+
+def contiguous(arr):
+    """A C-contiguous, aligned view or copy of `arr`."""
+    flags = arr.flags
+    if flags.c_contiguous and flags.aligned:
+        return arr
+    return np.array(arr, order="C", copy=True)
+
+
+def same_shape(arr, shape, name, expected_name="input"):
+    if arr.shape != shape:
+        raise ValueError(
+            f"{name}: expected the shape of {expected_name} {tuple(shape)}, got {arr.shape}"
+        )
+
+
+def broadcast_shape(shape_a, shape_b, name_a, name_b):
+    try:
+        return np.broadcast_shapes(shape_a, shape_b)
+    except ValueError:
+        raise ValueError(
+            f"{name_b}: expected a shape that broadcasts with {name_a} {shape_a}, got {shape_b}"
+        ) from None
+
+
+def warn_target_size(input_shape, target_shape):
+    """torch's warning for L1/MSE/SmoothL1/Huber targets that broadcast."""
+    warnings.warn(
+        f"Using a target size ({target_shape}) that is different to the input size "
+        f"({input_shape}). This will likely lead to incorrect results due to broadcasting. "
+        "Please ensure they have the same size.",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+def grad_output(value, reduction, shape, dtype):
+    """The upstream gradient: (scalar, None) for reduced losses, (1.0, None) or
+    (None-or-1.0, array of the loss's shape) for 'none'."""
+    if reduction != "none":
+        if value is None:
+            return 1.0, None
+        if np.ndim(value) != 0:
+            raise ValueError(
+                f"grad_output: expected a scalar for reduction={reduction!r}, "
+                f"got an array of shape {np.shape(value)}"
+            )
+        return real_number(value, "grad_output"), None
+    if value is None:
+        return 1.0, None
+    arr = operand(value, "grad_output", dtype)
+    if arr.shape != shape:
+        raise ValueError(
+            f"grad_output: expected the loss's shape {tuple(shape)} for reduction='none', "
+            f"got {arr.shape}"
+        )
+    return 1.0, contiguous(arr)
+
+
+# -- hyper-parameters ----------------------------------------------------------
+
+
+def real_number(value, name):
+    """`value` as a Python float; TypeError when it is not a real number."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a real number, got {_describe(value)}")
+    return float(value)
+
+
+def non_negative(value, name):
+    value = real_number(value, name)
+    if not value >= 0:
+        raise ValueError(f"{name}: expected a value >= 0, got {value}")
+    return value
+
+
+def positive(value, name):
+    value = real_number(value, name)
+    if not value > 0:
+        raise ValueError(f"{name}: expected a value > 0, got {value}")
+    return value
+
+
+def flag(value, name):
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name}: expected a bool, got {_describe(value)}")
+
+
+def is_nan(value):
+    return isinstance(value, float) and math.isnan(value)

@@ -1,0 +1,369 @@
+"""Loss functions and their gradients, one function per loss, with the names
+and signatures of ``torch.nn.functional``.
+
+Every function also takes ``return_grad=False``; with ``return_grad=True`` it
+returns ``(value, grad)`` exactly as the loss class's ``value_and_grad`` does,
+and ``grad_output`` (keyword) is the upstream gradient: a scalar for a reduced
+loss, an array of the loss's shape for ``reduction='none'``.
+
+How a call runs: validate and normalise the arguments into operands (once),
+run exactly one kernel sweep that computes the value, the gradient or both,
+then finish the reduction here (``_reduce``).  The loss classes in
+``closs.modules`` use the same operand builders and the same sweep.
+"""
+import numpy as np
+
+from . import _validation as _v
+from ._kernels import _pointwise as _pw
+
+__all__ = [
+    "l1_loss",
+    "mse_loss",
+    "smooth_l1_loss",
+    "huber_loss",
+    "poisson_nll_loss",
+    "gaussian_nll_loss",
+]
+
+# ----------------------------------------------------------------------------------
+# The one reduction mechanism: kernels return sums (pairwise, in double); the
+# value is finished here and every gradient is scaled by _grad_scale.
+# ----------------------------------------------------------------------------------
+
+
+def _divide(total, count):
+    if count:
+        return total / count
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(total) / np.float64(count))
+
+
+def _reduce(total, count, reduction, dtype):
+    """The reduced value as a NumPy scalar of `dtype`: total for 'sum',
+    total / count for 'mean' (nan when there is nothing to average)."""
+    return dtype.type(total if reduction == "sum" else _divide(total, count))
+
+
+def _grad_scale(grad_output, count, reduction):
+    """The factor every element's derivative is multiplied by."""
+    return _divide(grad_output, count) if reduction == "mean" else grad_output
+
+
+def _sum_to_shape(grad, shape):
+    """Sum a gradient computed over a broadcast shape back to `shape`."""
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, size in enumerate(shape) if size == 1 and grad.shape[lead + i] != 1
+    )
+    return np.sum(grad, axis=axes, keepdims=True).reshape(shape)
+
+
+# ----------------------------------------------------------------------------------
+# Pointwise losses: operands, then one sweep of closs/_kernels/_pointwise.pyx.
+# ----------------------------------------------------------------------------------
+
+
+class _Pointwise:
+    """The validated operands of one pointwise call (kept by a class for backward).
+
+    a, b, c, w: C-contiguous arrays of one dtype and of the loss's shape (c: the
+    third operand or None; w: the element weight or None).  a_shape, c_shape:
+    the shapes of the arguments the gradients belong to.  count: the 'mean'
+    denominator.
+    """
+
+    __slots__ = ("kind", "p0", "p1", "a", "b", "c", "w", "a_shape", "c_shape", "count")
+
+    def __init__(self, kind, a, b, c=None, w=None, p0=0.0, p1=0.0, a_shape=None, c_shape=None,
+                 count=None):
+        self.kind = kind
+        self.p0 = p0
+        self.p1 = p1
+        self.a = a
+        self.b = b
+        self.c = c
+        self.w = w
+        self.a_shape = a.shape if a_shape is None else a_shape
+        self.c_shape = c_shape
+        self.count = a.size if count is None else count
+
+
+def _pointwise_sweep(ops, reduction, want_value, want_grad, grad_output):
+    """Run the kernel once; returns (value or None, grads or None)."""
+    a = ops.a
+    dtype = a.dtype
+    shape = a.shape
+    loss = grad_a = grad_c = gout = None
+    gscale = 1.0
+    if want_grad:
+        gscale, gout = _v.grad_output(grad_output, reduction, shape, dtype)
+        gscale = _grad_scale(gscale, ops.count, reduction)
+        grad_a = np.empty(shape, dtype)
+        if ops.c is not None:
+            grad_c = np.empty(shape, dtype)
+    reduced = reduction != "none"
+    if want_value and not reduced:
+        loss = np.empty(shape, dtype)
+    total = _pw.run(ops.kind, a, ops.b, ops.c, ops.w, loss, grad_a, grad_c, gout, gscale,
+                    ops.p0, ops.p1, want_value and reduced)
+    value = grads = None
+    if want_value:
+        value = _reduce(total, ops.count, reduction, dtype) if reduced else loss
+    if want_grad:
+        grads = _sum_to_shape(grad_a, ops.a_shape)
+        if grad_c is not None:
+            grads = (grads, _gradient_like(grad_c, ops.c_shape, dtype))
+    return value, grads
+
+
+def _gradient_like(grad, shapes, dtype):
+    """A gradient summed back to its argument: shapes is (the shape the argument
+    broadcast from, the argument's own shape), or None for a Python number."""
+    if shapes is None:
+        return dtype.type(np.sum(grad, dtype=np.float64))
+    return _sum_to_shape(grad, shapes[0]).reshape(shapes[1])
+
+
+def _finish(ops, reduction, return_grad, grad_output):
+    value, grads = _pointwise_sweep(ops, reduction, True, return_grad, grad_output)
+    return (value, grads) if return_grad else value
+
+
+def _broadcast_operands(arrays, shape):
+    """Each array as a C-contiguous array of `shape` (a copy only where needed)."""
+    return [
+        None if arr is None
+        else _v.contiguous(arr if arr.shape == shape else np.broadcast_to(arr, shape))
+        for arr in arrays
+    ]
+
+
+def _difference_operands(kind, input, target, weight, p0=0.0, *, weighted_mean_by="weight"):
+    """Operands of the losses of input - target (L1, MSE, SmoothL1, Huber).
+
+    A target of another shape broadcasts with torch's warning.  The functional
+    `weight` must have input's shape; a weighted 'mean' divides by sum(weight)
+    (L1, MSE) or by the number of elements (Huber), as torch.
+    """
+    a = _v.float_array(input, "input")
+    b = _v.operand(target, "target", a.dtype)
+    w = None if weight is None else _v.operand(weight, "weight", a.dtype)
+    count = None
+    if w is not None:
+        _v.same_shape(w, a.shape, "weight")
+        if weighted_mean_by == "weight":
+            count = float(np.sum(w, dtype=np.float64))
+    if b.shape == a.shape:
+        a, b, w = _broadcast_operands((a, b, w), a.shape)
+        return _Pointwise(kind, a, b, None, w, p0, count=count)
+    _v.warn_target_size(a.shape, b.shape)
+    shape = _v.broadcast_shape(a.shape, b.shape, "input", "target")
+    a_shape = a.shape
+    a, b, w = _broadcast_operands((a, b, w), shape)
+    return _Pointwise(kind, a, b, None, w, p0, a_shape=a_shape, count=count)
+
+
+def _weighted_reduction(reduction, size_average, reduce, weight):
+    # torch checks the weighted functionals' reduction with a plain comparison
+    if weight is None:
+        return _v.reduction(reduction, size_average, reduce)
+    return _v.reduction(reduction, size_average, reduce, alias=False)
+
+
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None, *,
+            return_grad=False, grad_output=None):
+    """Mean absolute error: ``l = |input - target|`` (times ``weight`` if given).
+
+    Parameters
+    ----------
+    input, target : array_like
+        Any shape; target broadcasts against input with torch's warning.
+    reduction : {'mean', 'sum', 'none'}
+        'mean' divides by the number of elements, or by ``weight.sum()`` when
+        ``weight`` (input's shape) is given.
+    return_grad : bool
+        Also return d value / d input; the derivative at ``input == target``
+        is 0, as torch's ``sign(0)``.
+
+    Examples
+    --------
+    >>> import numpy as np, closs.functional as F
+    >>> F.l1_loss(np.array([1., 2., 3.]), np.array([1., 2., 5.]))
+    np.float64(0.6666666666666666)
+    """
+    reduction = _weighted_reduction(reduction, size_average, reduce, weight)
+    ops = _difference_operands(_pw.L1, input, target, weight)
+    return _finish(ops, reduction, return_grad, grad_output)
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None, *,
+             return_grad=False, grad_output=None):
+    """Mean squared error: ``l = (input - target)**2`` (times ``weight`` if given).
+
+    Shapes, ``weight`` and reductions as :func:`l1_loss`; the gradient is
+    ``2 (input - target)`` times the reduction's scale.
+
+    Examples
+    --------
+    >>> import numpy as np, closs.functional as F
+    >>> value, grad = F.mse_loss(np.array([1., 2., 3.]), np.array([1., 2., 5.]), return_grad=True)
+    >>> value, grad
+    (np.float64(1.3333333333333333), array([ 0.        ,  0.        , -1.33333333]))
+    """
+    reduction = _weighted_reduction(reduction, size_average, reduce, weight)
+    ops = _difference_operands(_pw.MSE, input, target, weight)
+    return _finish(ops, reduction, return_grad, grad_output)
+
+
+def _smooth_l1_operands(input, target, beta):
+    beta = _v.non_negative(beta, "beta")
+    if beta == 0.0:  # torch computes plain L1 (value and gradient) for beta == 0
+        return _difference_operands(_pw.L1, input, target, None)
+    return _difference_operands(_pw.SMOOTH_L1, input, target, None, beta)
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0, *,
+                   return_grad=False, grad_output=None):
+    """Smooth L1: ``0.5 d**2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta``,
+    with ``d = input - target``.
+
+    ``beta = 0`` is exactly :func:`l1_loss`; ``beta < 0`` raises ValueError.
+
+    Examples
+    --------
+    >>> import numpy as np, closs.functional as F
+    >>> F.smooth_l1_loss(np.array([2., 4., 6.]), np.array([1., 3., 5.]))
+    np.float64(0.5)
+    """
+    reduction = _v.reduction(reduction, size_average, reduce)
+    ops = _smooth_l1_operands(input, target, beta)
+    return _finish(ops, reduction, return_grad, grad_output)
+
+
+def _huber_operands(input, target, delta, weight=None):
+    delta = _v.positive(delta, "delta")
+    return _difference_operands(_pw.HUBER, input, target, weight, delta,
+                                weighted_mean_by="count")
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None, *, return_grad=False,
+               grad_output=None):
+    """Huber loss: ``0.5 d**2`` where ``|d| < delta``, else ``delta (|d| - 0.5 delta)``.
+
+    ``delta`` must be > 0.  With ``weight`` (input's shape), 'mean' divides the
+    weighted sum by the number of elements (not by the sum of weights), as torch.
+
+    Examples
+    --------
+    >>> import numpy as np, closs.functional as F
+    >>> F.huber_loss(np.array([0., 3.]), np.array([0.5, 0.]), delta=2.0)
+    np.float64(2.0625)
+    """
+    reduction = _weighted_reduction(reduction, None, None, weight)
+    ops = _huber_operands(input, target, delta, weight)
+    return _finish(ops, reduction, return_grad, grad_output)
+
+
+def _silent_broadcast(a, others):
+    """The shape a and the other (name, array) operands broadcast to (no warning)."""
+    shape = a.shape
+    for name, arr in others:
+        if arr is not None and arr.shape != shape:
+            shape = _v.broadcast_shape(shape, arr.shape, "input", name)
+    return shape
+
+
+def _poisson_operands(log_input, target, log_input_flag, full, eps):
+    log_input_flag = _v.flag(log_input_flag, "log_input")
+    full = _v.flag(full, "full")
+    eps = _v.real_number(eps, "eps")
+    a = _v.float_array(log_input, "input")
+    b = _v.operand(target, "target", a.dtype)
+    kind = _pw.POISSON_LOG if log_input_flag else _pw.POISSON
+    shape = _silent_broadcast(a, [("target", b)])
+    a_shape = a.shape
+    a, b = _broadcast_operands((a, b), shape)
+    return _Pointwise(kind, a, b, None, None, eps, float(full), a_shape=a_shape)
+
+
+def poisson_nll_loss(input, target, log_input=True, full=False, size_average=None, eps=1e-8,
+                     reduce=None, reduction="mean", *, return_grad=False, grad_output=None):
+    """Poisson negative log likelihood.
+
+    ``log_input=True``: ``l = exp(input) - target * input``;
+    ``log_input=False``: ``l = input - target * log(input + eps)``.
+    ``full=True`` adds Stirling's term ``t log t - t + 0.5 log(2 pi t)`` where
+    ``target > 1``.  target broadcasts silently against input.
+
+    Examples
+    --------
+    >>> import numpy as np, closs.functional as F
+    >>> F.poisson_nll_loss(np.array([2., 4., 6.]), np.array([1., 3., 5.]), log_input=False)
+    np.float64(-0.6036092512270784)
+    """
+    reduction = _v.reduction(reduction, size_average, reduce, alias=False)
+    ops = _poisson_operands(input, target, log_input, full, eps)
+    return _finish(ops, reduction, return_grad, grad_output)
+
+
+def _gaussian_var(var, input_shape, dtype):
+    """torch's checks and shape rules for GaussianNLL's var; returns the array
+    that broadcasts against input and the shapes of its gradient (as
+    _gradient_like takes them)."""
+    if not isinstance(var, np.ndarray) and np.ndim(var) == 0 and not isinstance(var, (list, tuple)):
+        value = _v.real_number(var, "var")
+        if value < 0:
+            raise ValueError(f"var: expected entries >= 0 (var has negative entry/entries), "
+                             f"got {value}")
+        return np.asarray(value, dtype=dtype), None
+    v = _v.operand(var, "var", dtype)
+    if np.any(v < 0):
+        raise ValueError("var: expected entries >= 0 (var has negative entry/entries), "
+                         f"got a minimum of {v.min()}")
+    if v.shape == input_shape:
+        return v, (v.shape, v.shape)
+    if v.shape == input_shape[:-1]:  # homoscedastic: one variance per row
+        return v[..., None], (v.shape + (1,), v.shape)
+    if v.ndim == len(input_shape) and sum(
+            vs for xs, vs in zip(input_shape, v.shape) if xs != vs) == 1:
+        return v, (v.shape, v.shape)
+    raise ValueError(f"var: expected the shape of input {input_shape}, input.shape[:-1] "
+                     f"{input_shape[:-1]} or a shape with one dimension of size 1 "
+                     f"(var is of incorrect size), got {v.shape}")
+
+
+def _gaussian_operands(input, target, var, full, eps):
+    full = _v.flag(full, "full")
+    eps = _v.real_number(eps, "eps")
+    a = _v.float_array(input, "input")
+    b = _v.operand(target, "target", a.dtype)
+    c, c_shape = _gaussian_var(var, a.shape, a.dtype)
+    shape = _silent_broadcast(a, [("target", b), ("var", c)])
+    a_shape = a.shape
+    a, b, c = _broadcast_operands((a, b, c), shape)
+    return _Pointwise(_pw.GAUSSIAN, a, b, c, None, eps, float(full), a_shape=a_shape,
+                      c_shape=c_shape)
+
+
+def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean", *,
+                      return_grad=False, grad_output=None):
+    """Gaussian negative log likelihood:
+    ``l = 0.5 (log v + (input - target)**2 / v)`` with ``v = max(var, eps)``,
+    plus ``0.5 log(2 pi)`` if ``full``.
+
+    var has input's shape, or input.shape[:-1], or input's shape with one
+    dimension of size 1 (homoscedastic), or is a Python number.  With
+    ``return_grad=True`` the gradient is ``(grad_input, grad_var)``; as in
+    torch, the var gradient is not masked where the eps clamp is active.
+
+    Examples
+    --------
+    >>> import numpy as np, closs.functional as F
+    >>> F.gaussian_nll_loss(np.array([1., 2.]), np.array([1.5, 2.]), np.array([0.5, 1.]))
+    np.float64(-0.04828679513998632)
+    """
+    reduction = _v.reduction(reduction, allowed=_v.REDUCTIONS, alias=False)
+    ops = _gaussian_operands(input, target, var, full, eps)
+    return _finish(ops, reduction, return_grad, grad_output)

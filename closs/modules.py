@@ -1,0 +1,171 @@
+"""torch.nn-style loss classes.
+
+A class holds its hyper-parameters (validated once, at construction) and has
+three methods: ``forward(*args)`` (also ``__call__``) returns the value,
+``backward(grad_output=None)`` the gradient of the last forward's value
+w.r.t. its differentiable inputs, and ``value_and_grad(*args,
+grad_output=None)`` both from one kernel sweep.  The work is done by the same
+operand builders and kernel sweep as ``closs.functional``.
+"""
+from . import _validation as _v
+from . import functional as F
+
+__all__ = [
+    "L1Loss",
+    "MSELoss",
+    "SmoothL1Loss",
+    "HuberLoss",
+    "PoissonNLLLoss",
+    "GaussianNLLLoss",
+]
+
+
+class _Loss:
+    """Base of every loss class: reduction handling and the three methods.
+
+    A subclass defines ``_operands(*args)``, which validates the forward
+    arguments into the operands of one kernel sweep.
+    """
+
+    _sweep = staticmethod(F._pointwise_sweep)
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean", *, allowed=_v.REDUCTIONS,
+                 alias=True):
+        self.reduction = _v.reduction(reduction, size_average, reduce, allowed=allowed,
+                                      alias=alias)
+        self._saved = None
+
+    def _operands(self, *args):
+        raise NotImplementedError
+
+    def __call__(self, *args):
+        return self.forward(*args)
+
+    def forward(self, *args):
+        """The loss value (a NumPy scalar, or an array for reduction='none')."""
+        ops = self._saved = self._operands(*args)
+        return self._sweep(ops, self.reduction, True, False, None)[0]
+
+    def backward(self, grad_output=None):
+        """The gradient of the last forward's value w.r.t. its differentiable inputs.
+
+        grad_output: the upstream gradient, a scalar for a reduced loss (default
+        1.0) or an array of the loss's shape for reduction='none' (default ones).
+        """
+        if self._saved is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() called before forward(): "
+                "there is no value to differentiate"
+            )
+        return self._sweep(self._saved, self.reduction, False, True, grad_output)[1]
+
+    def value_and_grad(self, *args, grad_output=None):
+        """``(value, grad)`` computed together in one sweep over the inputs."""
+        ops = self._saved = self._operands(*args)
+        return self._sweep(ops, self.reduction, True, True, grad_output)
+
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}" if self.reduction != "mean" else ""
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class L1Loss(_Loss):
+    """Mean absolute error ``|input - target|``; see :func:`closs.functional.l1_loss`.
+
+    >>> import numpy as np, closs
+    >>> closs.L1Loss()(np.array([1., 2., 3.]), np.array([1., 2., 5.]))
+    np.float64(0.6666666666666666)
+    """
+
+    def _operands(self, input, target):
+        return F._difference_operands(F._pw.L1, input, target, None)
+
+
+class MSELoss(_Loss):
+    """Mean squared error ``(input - target)**2``; see :func:`closs.functional.mse_loss`.
+
+    >>> import numpy as np, closs
+    >>> closs.MSELoss()(np.array([1., 2., 3.]), np.array([1., 2., 5.]))
+    np.float64(1.3333333333333333)
+    """
+
+    def _operands(self, input, target):
+        return F._difference_operands(F._pw.MSE, input, target, None)
+
+
+class SmoothL1Loss(_Loss):
+    """Smooth L1 with threshold ``beta``; see :func:`closs.functional.smooth_l1_loss`.
+
+    >>> import numpy as np, closs
+    >>> closs.SmoothL1Loss()(np.array([2., 4., 6.]), np.array([1., 3., 5.]))
+    np.float64(0.5)
+    """
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean", beta=1.0):
+        super().__init__(size_average, reduce, reduction)
+        self.beta = _v.non_negative(beta, "beta")
+
+    def _operands(self, input, target):
+        return F._smooth_l1_operands(input, target, self.beta)
+
+    def extra_repr(self):
+        return ", ".join(filter(None, [super().extra_repr(), f"beta={self.beta}"]))
+
+
+class HuberLoss(_Loss):
+    """Huber loss with threshold ``delta``; see :func:`closs.functional.huber_loss`.
+
+    >>> import numpy as np, closs
+    >>> closs.HuberLoss(delta=2.0)(np.array([0., 3.]), np.array([0.5, 0.]))
+    np.float64(2.0625)
+    """
+
+    def __init__(self, reduction="mean", delta=1.0):
+        super().__init__(None, None, reduction)
+        self.delta = _v.positive(delta, "delta")
+
+    def _operands(self, input, target):
+        return F._huber_operands(input, target, self.delta)
+
+    def extra_repr(self):
+        return ", ".join(filter(None, [super().extra_repr(), f"delta={self.delta}"]))
+
+
+class PoissonNLLLoss(_Loss):
+    """Poisson negative log likelihood; see :func:`closs.functional.poisson_nll_loss`.
+
+    >>> import numpy as np, closs
+    >>> closs.PoissonNLLLoss(log_input=False)(np.array([2., 4., 6.]), np.array([1., 3., 5.]))
+    np.float64(-0.6036092512270784)
+    """
+
+    def __init__(self, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None,
+                 reduction="mean"):
+        super().__init__(size_average, reduce, reduction, alias=False)
+        self.log_input = _v.flag(log_input, "log_input")
+        self.full = _v.flag(full, "full")
+        self.eps = _v.real_number(eps, "eps")
+
+    def _operands(self, log_input, target):
+        return F._poisson_operands(log_input, target, self.log_input, self.full, self.eps)
+
+
+class GaussianNLLLoss(_Loss):
+    """Gaussian negative log likelihood; see :func:`closs.functional.gaussian_nll_loss`.
+
+    ``forward(input, target, var)``; ``backward`` returns ``(grad_input, grad_var)``.
+
+    >>> import numpy as np, closs
+    >>> closs.GaussianNLLLoss()(np.array([1., 2.]), np.array([1.5, 2.]), np.array([0.5, 1.]))
+    np.float64(-0.04828679513998632)
+    """
+
+    def __init__(self, *, full=False, eps=1e-6, reduction="mean"):
+        super().__init__(None, None, reduction, alias=False)
+        self.full = _v.flag(full, "full")
+        self.eps = _v.real_number(eps, "eps")
+
+    def _operands(self, input, target, var):
+        return F._gaussian_operands(input, target, var, self.full, self.eps)

@@ -1,0 +1,233 @@
+// Pointwise losses: one value per element, from the element's input `a`,
+// target `b` and, for some losses, a third operand `c` (GaussianNLL's var).
+//
+// Design:
+// 1. Each loss is a small functor whose call returns the element's loss and
+//    writes its derivatives w.r.t. `a` (and `c`).  value, gradient and
+//    value-and-gradient are all built from that one function, so they cannot
+//    disagree.
+// 2. loop<>() sweeps one chunk [lo, hi): it reads each operand once and writes
+//    the per-element loss ('none') and/or the gradient once; for 'mean'/'sum'
+//    the values go to a block buffer that closs_sum.hpp reduces.  The mode
+//    (which outputs are wanted) is a template parameter so every combination
+//    compiles to a branch-free, vectorised loop.
+// 3. pointwise_chunk() turns the run-time kind and mode into those template
+//    arguments; it is compiled once per instruction set (closs_isa.hpp).
+#pragma once
+#include <algorithm>
+#include <cmath>
+
+#include "closs_isa.hpp"
+#include "closs_math.hpp"
+#include "closs_sum.hpp"
+
+namespace closs {
+
+enum PointwiseKind {
+    PW_L1 = 0,
+    PW_MSE,
+    PW_SMOOTH_L1,
+    PW_HUBER,
+    PW_POISSON_LOG,  // PoissonNLL with log_input=True
+    PW_POISSON,      // PoissonNLL with log_input=False
+    PW_GAUSSIAN,
+};
+
+// Everything one call needs.  Null pointers mark what is absent or not wanted.
+template <class T>
+struct PointwiseArgs {
+    index n;
+    const T* a;            // input
+    const T* b;            // target
+    const T* c;            // third operand (var), or null
+    const T* w;            // element weight multiplying loss and gradient, or null
+    T* loss;               // per-element loss ('none'), or null
+    T* grad_a;             // d loss / d a, or null
+    T* grad_c;             // d loss / d c, or null
+    const T* grad_output;  // per-element upstream gradient, or null: use gscale
+    T gscale;              // scalar upstream gradient times the reduction's scale
+    double p0, p1;         // the loss's parameters (see each functor)
+    int kind;
+    int want_sum;          // return the sum of the (weighted) losses
+};
+
+// ---------------------------------------------------------------------------
+// The losses.  operator()(a, b, c, da, dc) returns the loss, sets da (and dc).
+// ---------------------------------------------------------------------------
+
+struct L1 {
+    static constexpr bool third = false;
+    template <class T>
+    T operator()(T x, T y, T, T& dx, T&) const {
+        const T d = x - y;
+        dx = sign(d);
+        return std::abs(d);
+    }
+};
+
+struct MSE {
+    static constexpr bool third = false;
+    template <class T>
+    T operator()(T x, T y, T, T& dx, T&) const {
+        const T d = x - y;
+        dx = T(2) * d;
+        return d * d;
+    }
+};
+
+template <class T>
+struct SmoothL1 {  // beta > 0 (beta == 0 is L1, chosen by the caller as torch does)
+    static constexpr bool third = false;
+    T beta;
+    T operator()(T x, T y, T, T& dx, T&) const {
+        const T d = x - y, z = std::abs(d);
+        dx = d <= -beta ? T(-1) : d >= beta ? T(1) : d / beta;
+        return z < beta ? T(0.5) * z * z / beta : z - T(0.5) * beta;
+    }
+};
+
+template <class T>
+struct Huber {  // delta > 0
+    static constexpr bool third = false;
+    T delta;
+    T operator()(T x, T y, T, T& dx, T&) const {
+        const T d = x - y, z = std::abs(d);
+        dx = d <= -delta ? -delta : d >= delta ? delta : d;
+        return z < delta ? T(0.5) * z * z : delta * (z - T(0.5) * delta);
+    }
+};
+
+// Stirling's approximation of log(y!) that full=True adds where y > 1.
+template <class T>
+inline T stirling(T y) {
+    return y > T(1) ? y * std::log(y) - y + T(0.5) * std::log(T(TWO_PI) * y) : T(0);
+}
+
+template <class T>
+struct PoissonLog {  // exp(x) - y x
+    static constexpr bool third = false;
+    bool full;
+    T operator()(T x, T y, T, T& dx, T&) const {
+        const T e = std::exp(x);
+        dx = e - y;
+        const T loss = e - y * x;
+        return full ? loss + stirling(y) : loss;
+    }
+};
+
+template <class T>
+struct Poisson {  // x - y log(x + eps)
+    static constexpr bool third = false;
+    T eps;
+    bool full;
+    T operator()(T x, T y, T, T& dx, T&) const {
+        const T xe = x + eps;
+        dx = T(1) - y / xe;
+        const T loss = x - y * std::log(xe);
+        return full ? loss + stirling(y) : loss;
+    }
+};
+
+template <class T>
+struct Gaussian {  // (log v + (x - y)^2 / v) / 2 with v = max(var, eps)
+    static constexpr bool third = true;
+    T eps;
+    bool full;
+    T operator()(T x, T y, T var, T& dx, T& dvar) const {
+        const T v = var < eps ? eps : var;  // NaN stays NaN, as torch's clamp
+        const T d = x - y, q = d * d / v;
+        dx = d / v;
+        // torch does not mask the clamp out of the var gradient
+        dvar = T(0.5) * (T(1) / v - q / v);
+        const T loss = T(0.5) * (std::log(v) + q);
+        return full ? loss + T(HALF_LOG_2PI) : loss;
+    }
+};
+
+// ---------------------------------------------------------------------------
+// The sweep.
+// ---------------------------------------------------------------------------
+
+enum PointwiseMode { M_SUM = 1, M_LOSS = 2, M_GRAD = 4, M_GOUT = 8 };
+
+template <class T, class F, bool WEIGHTED, int MODE>
+double pointwise_loop(const F& f, const PointwiseArgs<T>& p, index lo, index hi) {
+    double block_sums[BLOCKS_PER_CHUNK];
+    T values[BLOCK];
+    int nblocks = 0;
+    for (index s = lo; s < hi; s += BLOCK) {
+        const index m = std::min(BLOCK, hi - s);
+        const T* __restrict a = p.a + s;
+        const T* __restrict b = p.b + s;
+        const T* __restrict c = F::third ? p.c + s : nullptr;
+        const T* __restrict w = WEIGHTED ? p.w + s : nullptr;
+        const T* __restrict go = (MODE & M_GOUT) ? p.grad_output + s : nullptr;
+        T* __restrict loss = (MODE & M_LOSS) ? p.loss + s : nullptr;
+        T* __restrict ga = (MODE & M_GRAD) ? p.grad_a + s : nullptr;
+        T* __restrict gc = ((MODE & M_GRAD) && F::third) ? p.grad_c + s : nullptr;
+        for (index i = 0; i < m; ++i) {
+            T da, dc = T(0);
+            T v;
+            if constexpr (F::third) v = f(a[i], b[i], c[i], da, dc);
+            else v = f(a[i], b[i], T(0), da, dc);
+            if constexpr (WEIGHTED) {
+                v *= w[i];
+                da *= w[i];
+            }
+            if constexpr ((MODE & M_SUM) != 0) values[i] = v;
+            if constexpr ((MODE & M_LOSS) != 0) loss[i] = v;
+            if constexpr ((MODE & M_GRAD) != 0) {
+                const T g = (MODE & M_GOUT) ? go[i] : p.gscale;
+                ga[i] = da * g;
+                if constexpr (F::third) gc[i] = dc * g;
+            }
+        }
+        if constexpr ((MODE & M_SUM) != 0) block_sums[nblocks++] = block_sum(values, m);
+    }
+    return (MODE & M_SUM) ? pairwise_sum(block_sums, nblocks) : 0.0;
+}
+
+template <class T, class F, bool WEIGHTED>
+double pointwise_modes(const F& f, const PointwiseArgs<T>& p, index lo, index hi) {
+    const int mode = (p.want_sum ? M_SUM : 0) | (p.loss ? M_LOSS : 0) | (p.grad_a ? M_GRAD : 0) |
+                     (p.grad_a && p.grad_output ? M_GOUT : 0);
+    switch (mode) {
+        case M_SUM: return pointwise_loop<T, F, WEIGHTED, M_SUM>(f, p, lo, hi);
+        case M_LOSS: return pointwise_loop<T, F, WEIGHTED, M_LOSS>(f, p, lo, hi);
+        case M_SUM | M_GRAD: return pointwise_loop<T, F, WEIGHTED, M_SUM | M_GRAD>(f, p, lo, hi);
+        case M_LOSS | M_GRAD: return pointwise_loop<T, F, WEIGHTED, M_LOSS | M_GRAD>(f, p, lo, hi);
+        case M_LOSS | M_GRAD | M_GOUT:
+            return pointwise_loop<T, F, WEIGHTED, M_LOSS | M_GRAD | M_GOUT>(f, p, lo, hi);
+        case M_GRAD: return pointwise_loop<T, F, WEIGHTED, M_GRAD>(f, p, lo, hi);
+        case M_GRAD | M_GOUT: return pointwise_loop<T, F, WEIGHTED, M_GRAD | M_GOUT>(f, p, lo, hi);
+        default: return 0.0;
+    }
+}
+
+template <class T, class F>
+double pointwise_run(const F& f, const PointwiseArgs<T>& p, index lo, index hi) {
+    return p.w ? pointwise_modes<T, F, true>(f, p, lo, hi) : pointwise_modes<T, F, false>(f, p, lo, hi);
+}
+
+// One chunk [lo, hi) of any pointwise loss; returns the chunk's sum of losses
+// when p.want_sum is set.
+template <class T>
+double pointwise_chunk(const PointwiseArgs<T>& p, index lo, index hi) {
+    switch (p.kind) {
+        case PW_L1: return pointwise_run<T>(L1{}, p, lo, hi);
+        case PW_MSE: return pointwise_run<T>(MSE{}, p, lo, hi);
+        case PW_SMOOTH_L1: return pointwise_run<T>(SmoothL1<T>{T(p.p0)}, p, lo, hi);
+        case PW_HUBER: return pointwise_run<T>(Huber<T>{T(p.p0)}, p, lo, hi);
+        case PW_POISSON_LOG: return pointwise_run<T>(PoissonLog<T>{p.p1 != 0}, p, lo, hi);
+        case PW_POISSON: return pointwise_run<T>(Poisson<T>{T(p.p0), p.p1 != 0}, p, lo, hi);
+        case PW_GAUSSIAN: return pointwise_run<T>(Gaussian<T>{T(p.p0), p.p1 != 0}, p, lo, hi);
+        default: return 0.0;
+    }
+}
+
+using pointwise_f32_fn = double(const PointwiseArgs<float>&, index, index);
+using pointwise_f64_fn = double(const PointwiseArgs<double>&, index, index);
+CLOSS_MULTIVERSION(pointwise_f32_fn, pointwise_f32, pointwise_chunk<float>)
+CLOSS_MULTIVERSION(pointwise_f64_fn, pointwise_f64, pointwise_chunk<double>)
+
+}  // namespace closs

@@ -1,0 +1,50 @@
+// The one reduction mechanism: deterministic, accurate sums.
+//
+// A kernel splits its n values into chunks of CHUNK elements (the unit of
+// parallel work) and each chunk into blocks of BLOCK elements.  A block is
+// summed in double by LANES independent accumulators (element i goes to lane
+// i % LANES, so the loop vectorises without reassociation), the lanes are then
+// added as a binary tree; a chunk's block sums and finally the chunks' partial
+// sums are combined by pairwise summation in index order.  The shape of this
+// tree depends only on n, never on the number of threads, so 'sum' and 'mean'
+// are bit-identical for any thread count.  The error bound, about
+// (BLOCK/LANES + log2 n) ulp, matches NumPy's pairwise summation.
+#pragma once
+#include <cstddef>
+
+namespace closs {
+
+using index = std::ptrdiff_t;
+
+constexpr int LANES = 16;
+constexpr index BLOCK = 256;
+constexpr index BLOCKS_PER_CHUNK = 16;
+constexpr index CHUNK = BLOCK * BLOCKS_PER_CHUNK;
+
+inline index chunk_count(index n) { return (n + CHUNK - 1) / CHUNK; }
+
+// Pairwise sum of v[0..n) in index order (sequential below 8 terms).
+inline double pairwise_sum(const double* v, index n) {
+    if (n <= 8) {
+        double s = 0.0;
+        for (index i = 0; i < n; ++i) s += v[i];
+        return s;
+    }
+    const index half = n / 2;
+    return pairwise_sum(v, half) + pairwise_sum(v + half, n - half);
+}
+
+// Sum of v[0..m), m <= BLOCK, accumulated in double over LANES lanes.
+template <class T>
+inline double block_sum(const T* v, index m) {
+    double acc[LANES] = {};
+    index i = 0;
+    for (; i + LANES <= m; i += LANES)
+        for (int j = 0; j < LANES; ++j) acc[j] += static_cast<double>(v[i + j]);
+    for (int j = 0; i + j < m; ++j) acc[j] += static_cast<double>(v[i + j]);
+    for (int width = LANES / 2; width > 0; width /= 2)
+        for (int j = 0; j < width; ++j) acc[j] += acc[j + width];
+    return acc[0];
+}
+
+}  // namespace closs

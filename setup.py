@@ -1,0 +1,78 @@
+"""Build closs's compiled kernels from source.
+
+Every extension is Cython compiled as C++17 with -O3 and, when the compiler has
+it, OpenMP (otherwise the kernels run on one thread).  Never -ffast-math: it
+breaks the NaN/inf semantics closs promises.  -fno-math-errno only lets the
+compiler use sqrt instructions directly (results are unchanged);
+-ffp-contract=off keeps every SIMD path bit-identical (no silent FMA).
+Instruction sets are picked at run time (csrc/closs_isa.hpp), so the build
+itself targets the baseline of the architecture.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+BASE_FLAGS = ["-O3", "-std=c++17", "-fno-math-errno", "-ffp-contract=off", "-fvisibility=hidden"]
+
+
+def compiler_has_openmp() -> bool:
+    """True when the C++ compiler builds and links a program with -fopenmp."""
+    cxx = os.environ.get("CXX") or (sysconfig.get_config_var("CXX") or "c++").split()[0]
+    if shutil.which(cxx) is None:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "omp.cpp")
+        with open(src, "w") as f:
+            f.write("#include <omp.h>\nint main() { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
+        cmd = [cxx, "-fopenmp", src, "-o", os.path.join(tmp, "omp")]
+        try:
+            return subprocess.run(cmd, capture_output=True).returncode == 0
+        except OSError:
+            return False
+
+
+OPENMP = os.environ.get("CLOSS_NO_OPENMP", "") == "" and compiler_has_openmp()
+compile_flags = BASE_FLAGS + (["-fopenmp"] if OPENMP else [])
+link_flags = ["-fopenmp"] if OPENMP else []
+if not OPENMP:
+    print("closs: the compiler has no OpenMP; building single-threaded kernels", file=sys.stderr)
+
+macros = [
+    ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+    ("CLOSS_BUILD_FLAGS", '"' + " ".join(compile_flags) + '"'),
+]
+
+
+def kernel(name: str) -> Extension:
+    return Extension(
+        f"closs._kernels.{name}",
+        [f"closs/_kernels/{name}.pyx"],
+        include_dirs=["csrc", numpy.get_include()],
+        define_macros=macros,
+        extra_compile_args=compile_flags,
+        extra_link_args=link_flags,
+        language="c++",
+    )
+
+
+extensions = [kernel(name) for name in ("_runtime", "_pointwise")]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+        },
+    ),
+)
