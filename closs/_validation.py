@@ -6,7 +6,6 @@ shape, TypeError for a wrong kind of dtype, IndexError for an out-of-range
 class index.  Everything is checked here, in Python, before a kernel runs:
 the kernels trust their inputs.
 """
-import math
 import numbers
 import warnings
 
@@ -111,6 +110,25 @@ def broadcast_shape(shape_a, shape_b, name_a, name_b):
         ) from None
 
 
+def sum_to_shape(grad, shape):
+    """Sum a gradient computed over a broadcast shape back to `shape`."""
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, size in enumerate(shape) if size == 1 and grad.shape[lead + i] != 1
+    )
+    return np.sum(grad, axis=axes, keepdims=True).reshape(shape)
+
+
+def gradient_like(grad, shapes, dtype):
+    """A gradient summed back to its argument: shapes is (the shape the argument
+    broadcast from, the argument's own shape), or None for a Python number."""
+    if shapes is None:
+        return dtype.type(np.sum(grad, dtype=np.float64))
+    return sum_to_shape(grad, shapes[0]).reshape(shapes[1])
+
+
 def warn_target_size(input_shape, target_shape):
     """torch's warning for L1/MSE/SmoothL1/Huber targets that broadcast."""
     warnings.warn(
@@ -177,7 +195,3 @@ def flag(value, name):
     if isinstance(value, numbers.Integral) and value in (0, 1):
         return bool(value)
     raise TypeError(f"{name}: expected a bool, got {_describe(value)}")
-
-
-def is_nan(value):
-    return isinstance(value, float) and math.isnan(value)

@@ -26,109 +26,19 @@ __all__ = [
 ]
 
 # ----------------------------------------------------------------------------------
-# The one reduction mechanism: kernels return sums (pairwise, in double); the
-# value is finished here and every gradient is scaled by _grad_scale.
+# Pointwise losses: validated Operands, then one sweep of
+# closs/_kernels/_pointwise.pyx (`evaluate`), which also allocates the outputs
+# and finishes the reduction (kernels return sums, pairwise in double).
 # ----------------------------------------------------------------------------------
 
-
-def _divide(total, count):
-    if count:
-        return total / count
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return float(np.float64(total) / np.float64(count))
-
-
-def _reduce(total, count, reduction, dtype):
-    """The reduced value as a NumPy scalar of `dtype`: total for 'sum',
-    total / count for 'mean' (nan when there is nothing to average)."""
-    return dtype.type(total if reduction == "sum" else _divide(total, count))
-
-
-def _grad_scale(grad_output, count, reduction):
-    """The factor every element's derivative is multiplied by."""
-    return _divide(grad_output, count) if reduction == "mean" else grad_output
-
-
-def _sum_to_shape(grad, shape):
-    """Sum a gradient computed over a broadcast shape back to `shape`."""
-    if grad.shape == shape:
-        return grad
-    lead = grad.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, size in enumerate(shape) if size == 1 and grad.shape[lead + i] != 1
-    )
-    return np.sum(grad, axis=axes, keepdims=True).reshape(shape)
-
-
-# ----------------------------------------------------------------------------------
-# Pointwise losses: operands, then one sweep of closs/_kernels/_pointwise.pyx.
-# ----------------------------------------------------------------------------------
-
-
-class _Pointwise:
-    """The validated operands of one pointwise call (kept by a class for backward).
-
-    a, b, c, w: C-contiguous arrays of one dtype and of the loss's shape (c: the
-    third operand or None; w: the element weight or None).  a_shape, c_shape:
-    the shapes of the arguments the gradients belong to.  count: the 'mean'
-    denominator.
-    """
-
-    __slots__ = ("kind", "p0", "p1", "a", "b", "c", "w", "a_shape", "c_shape", "count")
-
-    def __init__(self, kind, a, b, c=None, w=None, p0=0.0, p1=0.0, a_shape=None, c_shape=None,
-                 count=None):
-        self.kind = kind
-        self.p0 = p0
-        self.p1 = p1
-        self.a = a
-        self.b = b
-        self.c = c
-        self.w = w
-        self.a_shape = a.shape if a_shape is None else a_shape
-        self.c_shape = c_shape
-        self.count = a.size if count is None else count
-
-
-def _pointwise_sweep(ops, reduction, want_value, want_grad, grad_output):
-    """Run the kernel once; returns (value or None, grads or None)."""
-    a = ops.a
-    dtype = a.dtype
-    shape = a.shape
-    loss = grad_a = grad_c = gout = None
-    gscale = 1.0
-    if want_grad:
-        gscale, gout = _v.grad_output(grad_output, reduction, shape, dtype)
-        gscale = _grad_scale(gscale, ops.count, reduction)
-        grad_a = np.empty(shape, dtype)
-        if ops.c is not None:
-            grad_c = np.empty(shape, dtype)
-    reduced = reduction != "none"
-    if want_value and not reduced:
-        loss = np.empty(shape, dtype)
-    total = _pw.run(ops.kind, a, ops.b, ops.c, ops.w, loss, grad_a, grad_c, gout, gscale,
-                    ops.p0, ops.p1, want_value and reduced)
-    value = grads = None
-    if want_value:
-        value = _reduce(total, ops.count, reduction, dtype) if reduced else loss
-    if want_grad:
-        grads = _sum_to_shape(grad_a, ops.a_shape)
-        if grad_c is not None:
-            grads = (grads, _gradient_like(grad_c, ops.c_shape, dtype))
-    return value, grads
-
-
-def _gradient_like(grad, shapes, dtype):
-    """A gradient summed back to its argument: shapes is (the shape the argument
-    broadcast from, the argument's own shape), or None for a Python number."""
-    if shapes is None:
-        return dtype.type(np.sum(grad, dtype=np.float64))
-    return _sum_to_shape(grad, shapes[0]).reshape(shapes[1])
+_Operands = _pw.Operands
+_same_layout = _pw.same_layout
+_evaluate = _pw.evaluate
 
 
 def _finish(ops, reduction, return_grad, grad_output):
-    value, grads = _pointwise_sweep(ops, reduction, True, return_grad, grad_output)
-    return (value, grads) if return_grad else value
+    value, grad = _evaluate(ops, reduction, True, return_grad, grad_output)
+    return (value, grad) if return_grad else value
 
 
 def _broadcast_operands(arrays, shape):
@@ -147,6 +57,8 @@ def _difference_operands(kind, input, target, weight, p0=0.0, *, weighted_mean_b
     `weight` must have input's shape; a weighted 'mean' divides by sum(weight)
     (L1, MSE) or by the number of elements (Huber), as torch.
     """
+    if weight is None and _same_layout(input, target):  # the common case, kept fast
+        return _Operands(kind, input, target, None, None, p0)
     a = _v.float_array(input, "input")
     b = _v.operand(target, "target", a.dtype)
     w = None if weight is None else _v.operand(weight, "weight", a.dtype)
@@ -157,12 +69,12 @@ def _difference_operands(kind, input, target, weight, p0=0.0, *, weighted_mean_b
             count = float(np.sum(w, dtype=np.float64))
     if b.shape == a.shape:
         a, b, w = _broadcast_operands((a, b, w), a.shape)
-        return _Pointwise(kind, a, b, None, w, p0, count=count)
+        return _Operands(kind, a, b, None, w, p0, count=count)
     _v.warn_target_size(a.shape, b.shape)
     shape = _v.broadcast_shape(a.shape, b.shape, "input", "target")
     a_shape = a.shape
     a, b, w = _broadcast_operands((a, b, w), shape)
-    return _Pointwise(kind, a, b, None, w, p0, a_shape=a_shape, count=count)
+    return _Operands(kind, a, b, None, w, p0, a_shape=a_shape, count=count)
 
 
 def _weighted_reduction(reduction, size_average, reduce, weight):
@@ -285,7 +197,7 @@ def _poisson_operands(log_input, target, log_input_flag, full, eps):
     shape = _silent_broadcast(a, [("target", b)])
     a_shape = a.shape
     a, b = _broadcast_operands((a, b), shape)
-    return _Pointwise(kind, a, b, None, None, eps, float(full), a_shape=a_shape)
+    return _Operands(kind, a, b, None, None, eps, float(full), a_shape=a_shape)
 
 
 def poisson_nll_loss(input, target, log_input=True, full=False, size_average=None, eps=1e-8,
@@ -343,7 +255,7 @@ def _gaussian_operands(input, target, var, full, eps):
     shape = _silent_broadcast(a, [("target", b), ("var", c)])
     a_shape = a.shape
     a, b, c = _broadcast_operands((a, b, c), shape)
-    return _Pointwise(_pw.GAUSSIAN, a, b, c, None, eps, float(full), a_shape=a_shape,
+    return _Operands(_pw.GAUSSIAN, a, b, c, None, eps, float(full), a_shape=a_shape,
                       c_shape=c_shape)
 
 

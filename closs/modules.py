@@ -27,7 +27,7 @@ class _Loss:
     arguments into the operands of one kernel sweep.
     """
 
-    _sweep = staticmethod(F._pointwise_sweep)
+    _sweep = staticmethod(F._evaluate)
 
     def __init__(self, size_average=None, reduce=None, reduction="mean", *, allowed=_v.REDUCTIONS,
                  alias=True):
@@ -38,13 +38,12 @@ class _Loss:
     def _operands(self, *args):
         raise NotImplementedError
 
-    def __call__(self, *args):
-        return self.forward(*args)
-
     def forward(self, *args):
         """The loss value (a NumPy scalar, or an array for reduction='none')."""
         ops = self._saved = self._operands(*args)
         return self._sweep(ops, self.reduction, True, False, None)[0]
+
+    __call__ = forward
 
     def backward(self, grad_output=None):
         """The gradient of the last forward's value w.r.t. its differentiable inputs.

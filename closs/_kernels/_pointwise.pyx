@@ -1,11 +1,10 @@
 # distutils: language = c++
-"""Pointwise kernel family: one entry, `run`, for every elementwise loss.
+"""Pointwise kernel family: one entry, `evaluate`, for every elementwise loss.
 
-The caller (closs/functional.py) has validated everything: all arrays are
-C-contiguous, aligned, of one float dtype and of the same size n, and the
-outputs are freshly allocated.  This module only takes their data pointers,
-releases the GIL and splits the chunks of csrc/closs_pointwise.hpp over
-threads; the sum of losses comes back as the pairwise sum of the chunks'
+The caller (closs/functional.py) has validated everything into `Operands`:
+C-contiguous, aligned arrays of one float dtype and one shape.  This module
+allocates the outputs, takes the data pointers, releases the GIL and splits
+the chunks of csrc/closs_pointwise.hpp over threads; the sum of losses comes back as the pairwise sum of the chunks'
 partial sums, so it is the same for any number of threads.
 """
 cimport numpy as cnp
@@ -13,6 +12,8 @@ from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
 
 from closs._kernels._runtime cimport threads_for
+
+from closs import _validation as _v
 
 cnp.import_array()
 
@@ -122,17 +123,111 @@ cdef double sweep(real tag, int kind, cnp.ndarray a, cnp.ndarray b, object c, ob
     return total
 
 
-def run(int kind, cnp.ndarray a, cnp.ndarray b, object c, object w, object loss,
-        object grad_a, object grad_c, object grad_output, double gscale,
-        double p0, double p1, bint want_sum):
-    """Sweep a pointwise loss once; returns the sum of losses (0.0 unless want_sum).
+cdef extern from "numpy/arrayobject.h":
+    object PyArray_Scalar(void* data, cnp.PyArray_Descr* descr, object base)
 
-    a, b, c (or None), w (or None) are read; loss, grad_a, grad_c (each or None)
-    are written; grad_output (or None, meaning the scalar gscale) scales the
-    gradients.  All arrays: C-contiguous, aligned, a's dtype, a's size.
+
+cdef class Operands:
+    """The validated operands of one pointwise call (kept by a loss class for backward).
+
+    a, b, c, w: C-contiguous, aligned arrays of one float dtype and one shape
+    (c: the third operand or None; w: the element weight or None).  a_shape,
+    c_shape: the shapes the gradients are summed back to (None: a's own shape;
+    see closs._validation.gradient_like for c_shape).  count: the 'mean'
+    denominator (default: the number of elements).
     """
+
+    cdef public int kind
+    cdef public double p0, p1, count
+    cdef public cnp.ndarray a, b
+    cdef public object c, w, a_shape, c_shape
+
+    def __init__(self, int kind, cnp.ndarray a, cnp.ndarray b, c=None, w=None, double p0=0.0,
+                 double p1=0.0, a_shape=None, c_shape=None, count=None):
+        self.kind = kind
+        self.a = a
+        self.b = b
+        self.c = c
+        self.w = w
+        self.p0 = p0
+        self.p1 = p1
+        self.a_shape = None if a_shape == (<object> a).shape else a_shape
+        self.c_shape = c_shape
+        self.count = cnp.PyArray_SIZE(a) if count is None else count
+
+
+def same_layout(a, b):
+    """True when a and b are float32/float64 arrays of one dtype and one shape,
+    both C-contiguous and aligned: the operands need no conversion at all."""
+    if type(a) is not cnp.ndarray or type(b) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray x = <cnp.ndarray> a, y = <cnp.ndarray> b
+    cdef int t = cnp.PyArray_TYPE(x), d
+    if (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or cnp.PyArray_TYPE(y) != t:
+        return False
+    if not (cnp.PyArray_ISCARRAY_RO(x) and cnp.PyArray_ISCARRAY_RO(y)):
+        return False
+    if cnp.PyArray_ISBYTESWAPPED(x) or cnp.PyArray_ISBYTESWAPPED(y):
+        return False
+    if cnp.PyArray_NDIM(x) != cnp.PyArray_NDIM(y):
+        return False
+    for d in range(cnp.PyArray_NDIM(x)):
+        if cnp.PyArray_DIM(x, d) != cnp.PyArray_DIM(y, d):
+            return False
+    return True
+
+
+cdef inline cnp.ndarray empty_like(cnp.ndarray a):
+    return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), cnp.PyArray_TYPE(a), 0)
+
+
+cdef object scalar_of(double value, cnp.ndarray like):
+    """`value` as a NumPy scalar of like's dtype."""
+    cdef float f
+    if cnp.PyArray_TYPE(like) == cnp.NPY_FLOAT32:
+        f = <float> value
+        return PyArray_Scalar(&f, cnp.PyArray_DESCR(like), None)
+    return PyArray_Scalar(&value, cnp.PyArray_DESCR(like), None)
+
+
+def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_output):
+    """One sweep of the kernel; returns (value or None, grad or None).
+
+    reduction: 'none', 'mean' or 'sum' (validated).  The value is a NumPy
+    scalar of the operands' dtype, or an array for 'none'.  grad is the
+    gradient w.r.t. a (summed back to a_shape), or (grad_a, grad_c) when there
+    is a third operand.  grad_output: None (ones) or the upstream gradient, a
+    scalar for reduced losses and an array of the loss's shape for 'none'.
+    """
+    cdef cnp.ndarray a = ops.a
+    cdef bint reduced = reduction != "none", mean = reduction == "mean"
+    cdef double gscale = 1.0, total
+    loss = grad_a = grad_c = gout = None
+    if want_grad:
+        if grad_output is not None:
+            gscale, gout = _v.grad_output(grad_output, reduction, (<object> a).shape,
+                                           (<object> a).dtype)
+        if mean:
+            gscale = gscale / ops.count  # inf/nan for an empty mean, as torch
+        grad_a = empty_like(a)
+        if ops.c is not None:
+            grad_c = empty_like(a)
+    if want_value and not reduced:
+        loss = empty_like(a)
     if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
-        return sweep(<float> 0, kind, a, b, c, w, loss, grad_a, grad_c, grad_output,
-                     gscale, p0, p1, want_sum)
-    return sweep(<double> 0, kind, a, b, c, w, loss, grad_a, grad_c, grad_output,
-                 gscale, p0, p1, want_sum)
+        total = sweep(<float> 0, ops.kind, a, ops.b, ops.c, ops.w, loss, grad_a, grad_c, gout,
+                      gscale, ops.p0, ops.p1, want_value and reduced)
+    else:
+        total = sweep(<double> 0, ops.kind, a, ops.b, ops.c, ops.w, loss, grad_a, grad_c, gout,
+                      gscale, ops.p0, ops.p1, want_value and reduced)
+    value = grad = None
+    if want_value:
+        if reduced:
+            value = scalar_of(total / ops.count if mean else total, a)  # 0/0 = nan when empty
+        else:
+            value = loss
+    if want_grad:
+        grad = grad_a if ops.a_shape is None else _v.sum_to_shape(grad_a, ops.a_shape)
+        if grad_c is not None:
+            grad = (grad, _v.gradient_like(grad_c, ops.c_shape, (<object> a).dtype))
+    return value, grad
