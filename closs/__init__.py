@@ -8,10 +8,12 @@ torch.nn semantics, computed by a Cython/C++ core on the CPU::
 from ._kernels._runtime import get_num_threads, set_num_threads
 from ._version import __version__
 from .modules import (
+    CrossEntropyLoss,
     GaussianNLLLoss,
     HuberLoss,
     L1Loss,
     MSELoss,
+    NLLLoss,
     PoissonNLLLoss,
     SmoothL1Loss,
 )
@@ -28,4 +30,6 @@ __all__ = [
     "HuberLoss",
     "PoissonNLLLoss",
     "GaussianNLLLoss",
+    "CrossEntropyLoss",
+    "NLLLoss",
 ]

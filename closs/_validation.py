@@ -175,6 +175,15 @@ def real_number(value, name):
     return float(value)
 
 
+def integer(value, name):
+    """`value` as a Python int; TypeError when it is not an integer."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {_describe(value)}")
+    return int(value)
+
+
 def non_negative(value, name):
     value = real_number(value, name)
     if not value >= 0:

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _validation as _v
 from ._kernels import _pointwise as _pw
+from ._kernels import _softmax as _softmax
 
 __all__ = [
     "l1_loss",
@@ -23,6 +24,8 @@ __all__ = [
     "huber_loss",
     "poisson_nll_loss",
     "gaussian_nll_loss",
+    "cross_entropy",
+    "nll_loss",
 ]
 
 # ----------------------------------------------------------------------------------
@@ -279,3 +282,127 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
     reduction = _v.reduction(reduction, allowed=_v.REDUCTIONS, alias=False)
     ops = _gaussian_operands(input, target, var, full, eps)
     return _finish(ops, reduction, return_grad, grad_output)
+
+
+# ----------------------------------------------------------------------------------
+# Class-axis losses (cross-entropy, NLL): Operands over (outer, classes, inner),
+# then one sweep of closs/_kernels/_softmax.pyx.
+# ----------------------------------------------------------------------------------
+
+
+def _class_layout(x):
+    """(outer, classes, inner, the 'none' loss shape) of a (C,), (N, C) or
+    (N, C, d1, ..., dK) input."""
+    if x.ndim == 0:
+        raise ValueError("input: expected an array of shape (C,), (N, C) or (N, C, d1, ..., dK), "
+                         "got a 0-d array")
+    if x.ndim == 1:
+        return 1, x.shape[0], 1, ()
+    inner = 1
+    for d in x.shape[2:]:
+        inner *= d
+    return x.shape[0], x.shape[1], inner, (x.shape[0],) + x.shape[2:]
+
+
+def _class_targets(target, x, loss_shape):
+    """Class indices as a flat C-contiguous int64 array of the 'none' loss's size."""
+    t = np.asarray(target)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"target: expected an integer array of class indices (or probabilities "
+                        f"of input's shape {x.shape}), got {_v._describe(t)} of shape {t.shape}")
+    if x.ndim == 1:
+        if t.shape not in ((), (1,)):
+            raise ValueError(f"target: expected shape () or (1,) for a 1-D input (For 1D input, "
+                             f"1D target must have size 1), got {t.shape}")
+    elif t.ndim == 0 or t.shape[0] != x.shape[0]:
+        got = t.shape[0] if t.ndim else 0
+        raise ValueError(f"target: expected batch size {x.shape[0]} (Expected input batch_size "
+                         f"({x.shape[0]}) to match target batch_size ({got})), got shape {t.shape}")
+    elif t.shape != loss_shape:
+        raise ValueError(f"target: expected shape {loss_shape} for input of shape {x.shape}, "
+                         f"got {t.shape}")
+    if t.dtype.kind == "u" and t.size and t.max() > np.iinfo(np.int64).max:
+        raise IndexError(f"target: expected class indices below {x.shape[x.ndim > 1]}, "
+                         f"got {t.max()}")
+    return np.ascontiguousarray(t, dtype=np.int64).reshape(-1)
+
+
+def _class_weight(weight, classes, dtype):
+    if weight is None:
+        return None
+    w = _v.operand(weight, "weight", dtype)
+    if w.shape != (classes,):
+        raise ValueError(f"weight: expected shape ({classes},), one weight per class, "
+                         f"got {w.shape}")
+    return _v.contiguous(w)
+
+
+def _class_operands(input, target, weight, ignore_index, label_smoothing, probabilities):
+    """Operands of cross-entropy (probabilities=True allows probability targets) and NLL."""
+    x = _v.contiguous(_v.float_array(input, "input"))
+    outer, classes, inner, loss_shape = _class_layout(x)
+    ignore_index = _v.integer(ignore_index, "ignore_index")
+    smoothing = _v.real_number(label_smoothing, "label_smoothing")
+    if smoothing > 1.0:
+        raise ValueError(f"label_smoothing: expected a value in [0, 1], got {smoothing}")
+    smoothing = max(smoothing, 0.0)  # torch treats a negative value as 0
+    w = _class_weight(weight, classes, x.dtype)
+    weight_sum = float(classes) if w is None else float(np.sum(w, dtype=np.float64))
+    target_shape = np.shape(target)
+    if probabilities and target_shape == x.shape:
+        y = np.asarray(target)
+        if y.dtype.kind != "f":
+            raise TypeError(f"target: expected floating-point class probabilities of input's "
+                            f"shape {x.shape}, got {_v._describe(y)}")
+        if ignore_index >= 0:
+            raise ValueError(f"ignore_index: expected a negative value with probability targets "
+                             f"(not supported for floating point target), got {ignore_index}")
+        prob = _v.contiguous(_v.operand(y, "target", x.dtype))
+        return _softmax.Operands(x, outer, classes, inner, loss_shape, None, prob, w,
+                                    ignore_index, smoothing, weight_sum, float(outer * inner))
+    t = _class_targets(target, x, loss_shape)
+    count = _softmax.target_weight_sum(t, classes, ignore_index, w)
+    return _softmax.Operands(x, outer, classes, inner, loss_shape, t, None, w, ignore_index,
+                                smoothing, weight_sum, count)
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                  reduction="mean", label_smoothing=0.0, *, return_grad=False, grad_output=None):
+    """Cross-entropy of logits over the class axis (dim 1; dim 0 for a 1-D input).
+
+    target: class indices (any integer dtype) of shape (), (N,) or
+    (N, d1, ..., dK); or class probabilities of input's shape.  'mean' divides
+    by the summed weight of the non-ignored targets (by N*d1*...*dK for
+    probability targets).  Computed in one sweep per row: max, sum of
+    exponentials, loss, gradient ``softmax - onehot`` (smoothing and weights
+    folded in); never a full log-softmax array.
+
+    Examples
+    --------
+    >>> import numpy as np, closs.functional as F
+    >>> F.cross_entropy(np.array([[0.1, 0.2, 0.3]]), np.array([1]))
+    np.float64(1.1019428482292442)
+    """
+    reduction = _v.reduction(reduction, size_average, reduce)
+    ops = _class_operands(input, target, weight, ignore_index, label_smoothing, True)
+    value, grad = _softmax.evaluate(ops, "ce", reduction, True, return_grad, grad_output)
+    return (value, grad) if return_grad else value
+
+
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+             reduction="mean", *, return_grad=False, grad_output=None):
+    """Negative log likelihood ``-weight[t] * input[t]`` over the class axis.
+
+    Shapes, weight, ignore_index and the 'mean' denominator as
+    :func:`cross_entropy` with class-index targets.
+
+    Examples
+    --------
+    >>> import numpy as np, closs.functional as F
+    >>> F.nll_loss(np.array([[3., 1.], [2., 4.]]), np.array([0, 1]))
+    np.float64(-3.5)
+    """
+    reduction = _v.reduction(reduction, size_average, reduce)
+    ops = _class_operands(input, target, weight, ignore_index, 0.0, False)
+    value, grad = _softmax.evaluate(ops, "nll", reduction, True, return_grad, grad_output)
+    return (value, grad) if return_grad else value

@@ -17,6 +17,8 @@ __all__ = [
     "HuberLoss",
     "PoissonNLLLoss",
     "GaussianNLLLoss",
+    "CrossEntropyLoss",
+    "NLLLoss",
 ]
 
 
@@ -168,3 +170,57 @@ class GaussianNLLLoss(_Loss):
 
     def _operands(self, input, target, var):
         return F._gaussian_operands(input, target, var, self.full, self.eps)
+
+
+class _ClassLoss(_Loss):
+    """Base of the class-axis losses (cross-entropy, NLL): weight and ignore_index."""
+
+    _kind = None
+    _probabilities = False
+
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                 reduction="mean", label_smoothing=0.0):
+        super().__init__(size_average, reduce, reduction)
+        self.weight = weight
+        self.ignore_index = _v.integer(ignore_index, "ignore_index")
+        self.label_smoothing = _v.real_number(label_smoothing, "label_smoothing")
+
+    def _operands(self, input, target):
+        return F._class_operands(input, target, self.weight, self.ignore_index,
+                                 self.label_smoothing, self._probabilities)
+
+    def _sweep(self, ops, reduction, want_value, want_grad, grad_output):
+        return F._softmax.evaluate(ops, self._kind, reduction, want_value, want_grad, grad_output)
+
+
+class CrossEntropyLoss(_ClassLoss):
+    """Cross-entropy of logits; see :func:`closs.functional.cross_entropy`.
+
+    >>> import numpy as np, closs
+    >>> closs.CrossEntropyLoss()(np.array([[2., 1.], [1., 2.]]), np.array([1, 0]))
+    np.float64(1.3132616875182228)
+    """
+
+    _kind = "ce"
+    _probabilities = True
+
+    def extra_repr(self):
+        extra = [super().extra_repr()]
+        if self.label_smoothing:
+            extra.append(f"label_smoothing={self.label_smoothing}")
+        return ", ".join(filter(None, extra))
+
+
+class NLLLoss(_ClassLoss):
+    """Negative log likelihood; see :func:`closs.functional.nll_loss`.
+
+    >>> import numpy as np, closs
+    >>> closs.NLLLoss()(np.array([[3., 1.], [2., 4.]]), np.array([0, 1]))
+    np.float64(-3.5)
+    """
+
+    _kind = "nll"
+
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                 reduction="mean"):
+        super().__init__(weight, size_average, ignore_index, reduce, reduction)

@@ -230,4 +230,13 @@ using pointwise_f64_fn = double(const PointwiseArgs<double>&, index, index);
 CLOSS_MULTIVERSION(pointwise_f32_fn, pointwise_f32, pointwise_chunk<float>)
 CLOSS_MULTIVERSION(pointwise_f64_fn, pointwise_f64, pointwise_chunk<double>)
 
+// The whole sweep: chunks of CHUNK elements over `threads` threads.
+template <class T>
+double pointwise_sweep(double (*chunk)(const PointwiseArgs<T>&, index, index),
+                       const PointwiseArgs<T>& p, int threads) {
+    return sum_chunks(chunk_count(p.n), threads, [&](index k) {
+        return chunk(p, k * CHUNK, std::min(p.n, (k + 1) * CHUNK));
+    });
+}
+
 }  // namespace closs

@@ -11,6 +11,7 @@
 // (BLOCK/LANES + log2 n) ulp, matches NumPy's pairwise summation.
 #pragma once
 #include <cstddef>
+#include <vector>
 
 namespace closs {
 
@@ -45,6 +46,18 @@ inline double block_sum(const T* v, index m) {
     for (int width = LANES / 2; width > 0; width /= 2)
         for (int j = 0; j < width; ++j) acc[j] += acc[j + width];
     return acc[0];
+}
+
+// Runs chunk(k) for k in [0, nchunks) on up to `threads` threads and returns
+// the pairwise sum of the chunks' results in index order: the same value for
+// any number of threads.  The one parallel driver of every kernel family.
+template <class Chunk>
+double sum_chunks(index nchunks, int threads, const Chunk& chunk) {
+    if (nchunks <= 1) return nchunks == 1 ? chunk(0) : 0.0;
+    std::vector<double> partials(nchunks);
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (index k = 0; k < nchunks; ++k) partials[k] = chunk(k);
+    return pairwise_sum(partials.data(), nchunks);
 }
 
 }  // namespace closs

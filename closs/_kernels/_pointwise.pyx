@@ -8,9 +8,8 @@ the chunks of csrc/closs_pointwise.hpp over threads; the sum of losses comes bac
 partial sums, so it is the same for any number of threads.
 """
 cimport numpy as cnp
-from cython.parallel cimport prange
-from libc.stdlib cimport free, malloc
 
+from closs._kernels._arrays cimport data_or_null, empty_like, real, scalar_of
 from closs._kernels._runtime cimport threads_for
 
 from closs import _validation as _v
@@ -19,9 +18,6 @@ cnp.import_array()
 
 cdef extern from "closs_pointwise.hpp" namespace "closs":
     ctypedef Py_ssize_t index
-    index CHUNK
-    index chunk_count(index n) nogil
-    double pairwise_sum(const double* v, index n) nogil
 
     cdef cppclass PointwiseArgs[T]:
         index n
@@ -46,6 +42,8 @@ ctypedef double chunk_f64_t(const PointwiseArgs[double]&, index, index) noexcept
 cdef extern from "closs_pointwise.hpp" namespace "closs":
     chunk_f32_t* pointwise_f32_for(int isa)
     chunk_f64_t* pointwise_f64_for(int isa)
+    double pointwise_sweep[T](double (*chunk)(const PointwiseArgs[T]&, index, index) noexcept nogil,
+                              const PointwiseArgs[T]& p, int threads) except + nogil
 
 cdef extern from "closs_isa.hpp":
     int closs_isa_selected()
@@ -63,24 +61,6 @@ DEF GRAIN = 32768
 
 cdef chunk_f32_t* chunk_f32 = pointwise_f32_for(closs_isa_selected())
 cdef chunk_f64_t* chunk_f64 = pointwise_f64_for(closs_isa_selected())
-
-ctypedef fused real:
-    float
-    double
-
-
-cdef inline real* data_or_null(object arr, real tag) noexcept:
-    if arr is None:
-        return NULL
-    return <real*> cnp.PyArray_DATA(<cnp.ndarray> arr)
-
-
-cdef inline double chunk(const PointwiseArgs[real]& p, index lo, index hi) noexcept nogil:
-    if real is float:
-        return chunk_f32(p, lo, hi)
-    else:
-        return chunk_f64(p, lo, hi)
-
 
 cdef double sweep(real tag, int kind, cnp.ndarray a, cnp.ndarray b, object c, object w,
                   object loss, object grad_a, object grad_c, object grad_output,
@@ -100,31 +80,12 @@ cdef double sweep(real tag, int kind, cnp.ndarray a, cnp.ndarray b, object c, ob
     p.p1 = p1
     p.kind = kind
     p.want_sum = want_sum
-
-    cdef index n = p.n, nchunks = chunk_count(n), k
-    cdef double total
-    cdef double* partials
-    cdef int nthreads = threads_for(n, GRAIN)
-    if nchunks <= 1:
-        with nogil:
-            return chunk(p, 0, n)
-    partials = <double*> malloc(nchunks * sizeof(double))
-    if partials == NULL:
-        raise MemoryError()
+    cdef int threads = threads_for(p.n, GRAIN)
     with nogil:
-        if nthreads > 1:
-            for k in prange(nchunks, num_threads=nthreads, schedule="static"):
-                partials[k] = chunk(p, k * CHUNK, min(n, (k + 1) * CHUNK))
+        if real is float:
+            return pointwise_sweep[float](chunk_f32, p, threads)
         else:
-            for k in range(nchunks):
-                partials[k] = chunk(p, k * CHUNK, min(n, (k + 1) * CHUNK))
-        total = pairwise_sum(partials, nchunks)
-    free(partials)
-    return total
-
-
-cdef extern from "numpy/arrayobject.h":
-    object PyArray_Scalar(void* data, cnp.PyArray_Descr* descr, object base)
+            return pointwise_sweep[double](chunk_f64, p, threads)
 
 
 cdef class Operands:
@@ -175,19 +136,6 @@ def same_layout(a, b):
         if cnp.PyArray_DIM(x, d) != cnp.PyArray_DIM(y, d):
             return False
     return True
-
-
-cdef inline cnp.ndarray empty_like(cnp.ndarray a):
-    return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), cnp.PyArray_TYPE(a), 0)
-
-
-cdef object scalar_of(double value, cnp.ndarray like):
-    """`value` as a NumPy scalar of like's dtype."""
-    cdef float f
-    if cnp.PyArray_TYPE(like) == cnp.NPY_FLOAT32:
-        f = <float> value
-        return PyArray_Scalar(&f, cnp.PyArray_DESCR(like), None)
-    return PyArray_Scalar(&value, cnp.PyArray_DESCR(like), None)
 
 
 def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_output):

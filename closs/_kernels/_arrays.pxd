@@ -1,0 +1,30 @@
+# Small array helpers shared by the kernel modules (all inline; no module of its own).
+cimport numpy as cnp
+
+cdef extern from "numpy/arrayobject.h":
+    object PyArray_Scalar(void* data, cnp.PyArray_Descr* descr, object base)
+
+ctypedef fused real:
+    float
+    double
+
+
+cdef inline real* data_or_null(object arr, real tag) noexcept:
+    """The data pointer of an array, or NULL for None."""
+    if arr is None:
+        return NULL
+    return <real*> cnp.PyArray_DATA(<cnp.ndarray> arr)
+
+
+cdef inline cnp.ndarray empty_like(cnp.ndarray a):
+    """An uninitialised C-contiguous array of a's shape and dtype."""
+    return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), cnp.PyArray_TYPE(a), 0)
+
+
+cdef inline object scalar_of(double value, cnp.ndarray like):
+    """`value` as a NumPy scalar of like's dtype."""
+    cdef float f
+    if cnp.PyArray_TYPE(like) == cnp.NPY_FLOAT32:
+        f = <float> value
+        return PyArray_Scalar(&f, cnp.PyArray_DESCR(like), None)
+    return PyArray_Scalar(&value, cnp.PyArray_DESCR(like), None)

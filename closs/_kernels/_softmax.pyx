@@ -1,0 +1,207 @@
+# distutils: language = c++
+"""Class-axis kernel family: cross-entropy (csrc/closs_softmax.hpp) and NLL.
+
+The caller (closs/functional.py) has validated everything into `Operands`:
+a C-contiguous float input viewed as (outer, classes, inner), int64 targets
+already range-checked (`target_weight_sum`) or probability targets of the
+input's shape, and a class weight of the input's dtype.
+"""
+cimport numpy as cnp
+import numpy as np
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+from closs._kernels._arrays cimport data_or_null, empty_like, real, scalar_of
+from closs._kernels._runtime cimport threads_for
+
+from closs import _validation as _v
+
+cnp.import_array()
+
+cdef extern from "closs_softmax.hpp" namespace "closs":
+    ctypedef Py_ssize_t index
+
+    cdef cppclass SoftmaxArgs[T]:
+        index outer, classes, inner
+        const T* x
+        const int64_t* target
+        const T* prob
+        const T* weight
+        int64_t ignore_index
+        double smoothing, weight_sum
+        T* loss
+        T* grad
+        const T* grad_output
+        double gscale
+
+ctypedef double chunk_f32_t(const SoftmaxArgs[float]&, index, index) noexcept nogil
+ctypedef double chunk_f64_t(const SoftmaxArgs[double]&, index, index) noexcept nogil
+
+cdef extern from "closs_softmax.hpp" namespace "closs":
+    chunk_f32_t* softmax_f32_for(int isa)
+    chunk_f64_t* softmax_f64_for(int isa)
+    double softmax_sweep[T](double (*chunk)(const SoftmaxArgs[T]&, index, index) noexcept nogil,
+                            const SoftmaxArgs[T]& p, int threads) except + nogil
+
+cdef extern from "closs_isa.hpp":
+    int closs_isa_selected()
+
+# Below two grains of input elements a second thread costs more than it saves.
+DEF GRAIN = 32768
+
+cdef chunk_f32_t* chunk_f32 = softmax_f32_for(closs_isa_selected())
+cdef chunk_f64_t* chunk_f64 = softmax_f64_for(closs_isa_selected())
+
+
+def target_weight_sum(cnp.ndarray[int64_t, ndim=1, mode="c"] target, Py_ssize_t classes,
+                      int64_t ignore_index, weight):
+    """Check class indices; returns sum of weight[t] over the non-ignored t
+    (their count when weight is None): the 'mean' denominator of CE and NLL."""
+    cdef const int64_t* t = &target[0] if target.shape[0] else NULL
+    cdef Py_ssize_t i, n = target.shape[0]
+    cdef int64_t v
+    cdef double total = 0.0
+    cdef cnp.ndarray w
+    cdef const double* w64 = NULL
+    cdef const float* w32 = NULL
+    if weight is not None:
+        w = weight
+        if cnp.PyArray_TYPE(w) == cnp.NPY_FLOAT32:
+            w32 = <const float*> cnp.PyArray_DATA(w)
+        else:
+            w64 = <const double*> cnp.PyArray_DATA(w)
+    for i in range(n):
+        v = t[i]
+        if v == ignore_index:
+            continue
+        if v < 0 or v >= classes:
+            raise IndexError(
+                f"target: expected class indices in [0, {classes}) or ignore_index "
+                f"({ignore_index}), got {v} (Target {v} is out of bounds.)")
+        total += w32[v] if w32 != NULL else w64[v] if w64 != NULL else 1.0
+    return total
+
+
+cdef class Operands:
+    """The validated operands of one cross-entropy / NLL call.
+
+    x: the input, C-contiguous, viewed as (outer, classes, inner).  target:
+    int64 class indices of outer*inner rows (or None); prob: probability
+    targets of x's shape (or None); weight: (classes,) of x's dtype or None.
+    count: the 'mean' denominator; loss_shape: the shape of the 'none' loss.
+    """
+
+    cdef public cnp.ndarray x
+    cdef public object target, prob, weight, loss_shape
+    cdef public Py_ssize_t outer, classes, inner
+    cdef public int64_t ignore_index
+    cdef public double smoothing, weight_sum, count
+
+    def __init__(self, cnp.ndarray x, Py_ssize_t outer, Py_ssize_t classes, Py_ssize_t inner,
+                 loss_shape, target, prob, weight, int64_t ignore_index, double smoothing,
+                 double weight_sum, double count):
+        self.x = x
+        self.outer = outer
+        self.classes = classes
+        self.inner = inner
+        self.loss_shape = loss_shape
+        self.target = target
+        self.prob = prob
+        self.weight = weight
+        self.ignore_index = ignore_index
+        self.smoothing = smoothing
+        self.weight_sum = weight_sum
+        self.count = count
+
+
+cdef double softmax(real tag, Operands ops, object loss, object grad, object grad_output,
+                    double gscale) except? -1.0:
+    cdef SoftmaxArgs[real] p
+    p.outer = ops.outer
+    p.classes = ops.classes
+    p.inner = ops.inner
+    p.x = <const real*> cnp.PyArray_DATA(ops.x)
+    p.target = NULL
+    if ops.target is not None:
+        p.target = <const int64_t*> cnp.PyArray_DATA(<cnp.ndarray> ops.target)
+    p.prob = data_or_null(ops.prob, tag)
+    p.weight = data_or_null(ops.weight, tag)
+    p.ignore_index = ops.ignore_index
+    p.smoothing = ops.smoothing
+    p.weight_sum = ops.weight_sum
+    p.loss = data_or_null(loss, tag)
+    p.grad = data_or_null(grad, tag)
+    p.grad_output = data_or_null(grad_output, tag)
+    p.gscale = gscale
+    cdef int threads = threads_for(cnp.PyArray_SIZE(ops.x), GRAIN)
+    with nogil:
+        if real is float:
+            return softmax_sweep[float](chunk_f32, p, threads)
+        else:
+            return softmax_sweep[double](chunk_f64, p, threads)
+
+
+cdef double nll(real tag, Operands ops, object loss, object grad, object grad_output,
+                double gscale) except? -1.0:
+    """NLL: loss = -w_t x_t; the gradient is -scale w_t at (row, t), 0 elsewhere."""
+    cdef const real* x = <const real*> cnp.PyArray_DATA(ops.x)
+    cdef const int64_t* target = <const int64_t*> cnp.PyArray_DATA(ops.target)
+    cdef const real* w = data_or_null(ops.weight, tag)
+    cdef real* out = data_or_null(loss, tag)
+    cdef real* g = data_or_null(grad, tag)
+    cdef const real* go = data_or_null(grad_output, tag)
+    cdef Py_ssize_t C = ops.classes, S = ops.inner, n, j, r, at
+    cdef int64_t t
+    cdef double total = 0.0, v, wt
+    with nogil:
+        if g != NULL:
+            memset(g, 0, cnp.PyArray_NBYTES(ops.x))
+        for n in range(ops.outer):
+            for j in range(S):
+                r = n * S + j
+                t = target[r]
+                if t == ops.ignore_index:
+                    v = 0.0
+                else:
+                    wt = w[t] if w != NULL else 1.0
+                    at = (n * C + t) * S + j
+                    v = -wt * x[at]
+                    if g != NULL:
+                        g[at] = <real> (-wt * (gscale * go[r] if go != NULL else gscale))
+                if out != NULL:
+                    out[r] = <real> v
+                total += v
+    return total
+
+
+def evaluate(Operands ops, str kind, str reduction, bint want_value, bint want_grad,
+             grad_output):
+    """One sweep of cross-entropy (kind 'ce') or NLL (kind 'nll'); returns
+    (value or None, grad or None) as closs._kernels._pointwise.evaluate."""
+    cdef cnp.ndarray x = ops.x
+    cdef bint reduced = reduction != "none", mean = reduction == "mean"
+    cdef double gscale = 1.0, total
+    loss = grad = gout = None
+    if want_grad:
+        if grad_output is not None:
+            gscale, gout = _v.grad_output(grad_output, reduction, ops.loss_shape,
+                                          (<object> x).dtype)
+        if mean:
+            gscale = gscale / ops.count  # inf for an all-ignored mean; those rows get 0
+        grad = empty_like(x)
+    if want_value and not reduced:
+        loss = np.empty(ops.loss_shape, (<object> x).dtype)
+    if kind == "ce":
+        if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
+            total = softmax(<float> 0, ops, loss, grad, gout, gscale)
+        else:
+            total = softmax(<double> 0, ops, loss, grad, gout, gscale)
+    else:
+        if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
+            total = nll(<float> 0, ops, loss, grad, gout, gscale)
+        else:
+            total = nll(<double> 0, ops, loss, grad, gout, gscale)
+    value = None
+    if want_value:
+        value = scalar_of(total / ops.count if mean else total, x) if reduced else loss
+    return value, (grad if want_grad else None)

@@ -1,0 +1,311 @@
+// Cross-entropy over a class axis, in one sweep per row.
+//
+// The input is viewed as (outer, C, inner): C classes at stride `inner`
+// (inner = 1 for (N, C) and (C,) inputs, d1*...*dK for K-dimensional ones), so
+// no transposed copy is ever made.  A "row" is one position (n, j): the C
+// values x[n, :, j].  Per row, with m = max_c x_c, z_c = x_c - m,
+// s = sum_c exp(z_c), lse - m = log s:
+//
+//   index target t (weight w, smoothing e, W = sum_c w_c):
+//     loss = (1-e) w_t (log s - z_t) + (e/C) (W log s - sum_c w_c z_c)
+//     grad = scale * [ p_c ((1-e) w_t + e W / C) - (1-e) w_t [c = t] - (e/C) w_c ]
+//   probability target y (y' = (1-e) y + e/C):
+//     loss = sum_c w_c y'_c (log s - z_c)
+//     grad = scale * [ p_c sum_c' w_c' y'_c' - w_c y'_c ]
+//
+// with p_c = exp(z_c) / s.  The exponentials are stored in the gradient
+// buffer on the way (the input is read once) and turned into the gradient in
+// place, so a row is read once and its gradient written once.  Ignored rows
+// (t == ignore_index) have loss 0 and gradient 0.
+//
+// Rows are processed in chunks; each chunk returns the (double) sum of its
+// rows' losses, combined in index order by the caller (closs_sum.hpp), so
+// the reduction does not depend on the number of threads.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+#include "closs_isa.hpp"
+#include "closs_sum.hpp"
+#include "closs_vmath.hpp"
+
+namespace closs {
+
+template <class T>
+struct SoftmaxArgs {
+    index outer, classes, inner;  // input viewed as (outer, classes, inner)
+    const T* x;
+    const std::int64_t* target;   // (outer, inner) class indices, or null
+    const T* prob;                // (outer, classes, inner) probabilities, or null
+    const T* weight;              // (classes), or null
+    std::int64_t ignore_index;
+    double smoothing;             // label smoothing e in [0, 1]
+    double weight_sum;            // W = sum_c w_c (classes when unweighted)
+    T* loss;                      // (outer, inner) per-row loss ('none'), or null
+    T* grad;                      // like x, or null
+    const T* grad_output;         // (outer, inner) upstream gradient, or null: gscale
+    double gscale;                // scalar upstream gradient times the reduction's scale
+};
+
+template <class T>
+inline T weight_of(const SoftmaxArgs<T>& p, index c) {
+    return p.weight ? p.weight[c] : T(1);
+}
+
+// The largest of v[0..n) (NaNs are skipped here and propagate through the sum
+// of exponentials).  Kept in LANES independent maxima so it vectorises.
+template <class T>
+inline T row_max(const T* __restrict v, index n) {
+    T lanes[LANES];
+    for (int j = 0; j < LANES; ++j) lanes[j] = -std::numeric_limits<T>::infinity();
+    index i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; ++j) lanes[j] = v[i + j] > lanes[j] ? v[i + j] : lanes[j];
+    for (int j = 0; i + j < n; ++j) lanes[j] = v[i + j] > lanes[j] ? v[i + j] : lanes[j];
+    T m = lanes[0];
+    for (int j = 1; j < LANES; ++j) m = lanes[j] > m ? lanes[j] : m;
+    return m;
+}
+
+// sum_c exp(v_c - m), storing the exponentials in e when e is not null.
+template <class T, bool STORE>
+inline double row_expsum(const T* __restrict v, index n, T m, T* __restrict e) {
+    T lanes[LANES] = {};
+    index i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; ++j) {
+            const T x = vexp_nonpos(v[i + j] - m);
+            if constexpr (STORE) e[i + j] = x;
+            lanes[j] += x;
+        }
+    for (int j = 0; i + j < n; ++j) {
+        const T x = vexp_nonpos(v[i + j] - m);
+        if constexpr (STORE) e[i + j] = x;
+        lanes[j] += x;
+    }
+    double s = 0.0;
+    for (int j = 0; j < LANES; ++j) s += static_cast<double>(lanes[j]);
+    return s;
+}
+
+// The loss of one index-target row (see the top of this file).
+inline double index_row_loss(double log_s, double z_t, double w_t, double wz, double e, index C,
+                             double W) {
+    return (1.0 - e) * w_t * (log_s - z_t) + (e / C) * (W * log_s - wz);
+}
+
+// One contiguous row (inner == 1) of C values.
+template <class T, bool GRAD>
+inline double softmax_row(const SoftmaxArgs<T>& p, index r) {
+    const index C = p.classes;
+    const T* __restrict x = p.x + r * C;
+    T* __restrict g = GRAD ? p.grad + r * C : nullptr;
+    const double e = p.smoothing;
+    const double scale = p.grad_output ? p.gscale * double(p.grad_output[r]) : p.gscale;
+    std::int64_t t = 0;
+    if (p.target) {
+        t = p.target[r];
+        if (t == p.ignore_index) {
+            if constexpr (GRAD) std::fill(g, g + C, T(0));
+            return 0.0;
+        }
+    }
+    const T m = row_max(x, C);
+    const double s = row_expsum<T, GRAD>(x, C, m, g);
+    const double log_s = vlog(s);
+    double loss = 0.0;
+    if (p.target) {
+        const double w_t = weight_of(p, t);
+        double wz = 0.0;
+        if (e != 0.0)
+            for (index c = 0; c < C; ++c) wz += double(weight_of(p, c)) * double(x[c] - m);
+        loss = index_row_loss(log_s, double(x[t] - m), w_t, wz, e, C, p.weight_sum);
+        if constexpr (GRAD) {
+            const T a = T(scale * ((1.0 - e) * w_t + e * p.weight_sum / C) / s);
+            const T b = T(scale * e / C);
+            if (p.weight)
+                for (index c = 0; c < C; ++c) g[c] = g[c] * a - b * p.weight[c];
+            else
+                for (index c = 0; c < C; ++c) g[c] = g[c] * a - b;
+            g[t] -= T(scale * (1.0 - e) * w_t);
+        }
+    } else {
+        const T* __restrict y = p.prob + r * C;
+        const T keep = T(1.0 - e), spread = T(e / C);
+        double wy = 0.0;
+        for (index c = 0; c < C; ++c) {
+            const double yc = double(weight_of(p, c) * (keep * y[c] + spread));
+            wy += yc;
+            loss += yc * (log_s - double(x[c] - m));
+        }
+        if constexpr (GRAD) {
+            const T a = T(scale * wy / s), b = T(scale);
+            for (index c = 0; c < C; ++c) g[c] = g[c] * a - b * (weight_of(p, c) * (keep * y[c] + spread));
+        }
+    }
+    return loss;
+}
+
+constexpr index TILE = 64;  // positions handled together in the strided layout
+
+// Positions [j0, j0 + L) of batch entry n in the strided layout (inner > 1):
+// every loop runs over the L positions, which are contiguous in memory.
+template <class T, bool GRAD>
+inline void softmax_tile(const SoftmaxArgs<T>& p, index n, index j0, index L, double* losses) {
+    const index C = p.classes, S = p.inner;
+    const index base = n * C * S + j0;
+    const T* __restrict x = p.x + base;
+    T* __restrict g = GRAD ? p.grad + base : nullptr;
+    const index r0 = n * S + j0;  // row index of the first position
+    const double e = p.smoothing;
+    T m[TILE];
+    T s[TILE];
+    double scale[TILE];
+    bool ignored[TILE];
+    for (index j = 0; j < L; ++j) m[j] = -std::numeric_limits<T>::infinity();
+    for (index c = 0; c < C; ++c)
+        for (index j = 0; j < L; ++j) m[j] = x[c * S + j] > m[j] ? x[c * S + j] : m[j];
+    for (index j = 0; j < L; ++j) s[j] = T(0);
+    for (index c = 0; c < C; ++c)
+        for (index j = 0; j < L; ++j) {
+            const T v = vexp_nonpos(x[c * S + j] - m[j]);
+            if constexpr (GRAD) g[c * S + j] = v;
+            s[j] += v;
+        }
+    for (index j = 0; j < L; ++j) {
+        scale[j] = p.grad_output ? p.gscale * double(p.grad_output[r0 + j]) : p.gscale;
+        ignored[j] = p.target && p.target[r0 + j] == p.ignore_index;
+    }
+    if (p.target) {
+        for (index j = 0; j < L; ++j) {
+            if (ignored[j]) { losses[j] = 0.0; continue; }
+            const std::int64_t t = p.target[r0 + j];
+            double wz = 0.0;
+            if (e != 0.0)
+                for (index c = 0; c < C; ++c)
+                    wz += double(weight_of(p, c)) * double(x[c * S + j] - m[j]);
+            losses[j] = index_row_loss(vlog(double(s[j])), double(x[t * S + j] - m[j]),
+                                       weight_of(p, t), wz, e, C, p.weight_sum);
+        }
+        if constexpr (GRAD) {
+            T a[TILE], b[TILE];
+            for (index j = 0; j < L; ++j) {
+                const double w_t = ignored[j] ? 0.0 : double(weight_of(p, p.target[r0 + j]));
+                const double sc = ignored[j] ? 0.0 : scale[j];
+                a[j] = T(sc * ((1.0 - e) * w_t + e * p.weight_sum / C) / double(s[j]));
+                b[j] = T(sc * e / C);
+            }
+            for (index c = 0; c < C; ++c) {
+                const T wc = weight_of(p, c);
+                for (index j = 0; j < L; ++j)
+                    g[c * S + j] = ignored[j] ? T(0) : g[c * S + j] * a[j] - b[j] * wc;
+            }
+            for (index j = 0; j < L; ++j)
+                if (!ignored[j]) {
+                    const std::int64_t t = p.target[r0 + j];
+                    g[t * S + j] -= T(scale[j] * (1.0 - e) * double(weight_of(p, t)));
+                }
+        }
+    } else {
+        const T* __restrict y = p.prob + base;
+        const T keep = T(1.0 - e), spread = T(e / C);
+        double wy[TILE], log_s[TILE];
+        for (index j = 0; j < L; ++j) {
+            wy[j] = 0.0;
+            losses[j] = 0.0;
+            log_s[j] = vlog(double(s[j]));
+        }
+        for (index c = 0; c < C; ++c) {
+            const T wc = weight_of(p, c);
+            for (index j = 0; j < L; ++j) {
+                const double yc = double(wc * (keep * y[c * S + j] + spread));
+                wy[j] += yc;
+                losses[j] += yc * (log_s[j] - double(x[c * S + j] - m[j]));
+            }
+        }
+        if constexpr (GRAD) {
+            T a[TILE], b[TILE];
+            for (index j = 0; j < L; ++j) {
+                a[j] = T(scale[j] * wy[j] / double(s[j]));
+                b[j] = T(scale[j]);
+            }
+            for (index c = 0; c < C; ++c) {
+                const T wc = weight_of(p, c);
+                for (index j = 0; j < L; ++j)
+                    g[c * S + j] = g[c * S + j] * a[j] - b[j] * (wc * (keep * y[c * S + j] + spread));
+            }
+        }
+    }
+}
+
+// Work is split into units: a row (inner == 1) or a tile of TILE positions of
+// one batch entry (inner > 1).
+template <class T>
+index softmax_units(const SoftmaxArgs<T>& p) {
+    return p.inner == 1 ? p.outer : p.outer * ((p.inner + TILE - 1) / TILE);
+}
+
+// Units [lo, hi); writes per-row losses when p.loss is set and returns their
+// sum (pairwise over blocks, so it depends only on the unit range).
+template <class T, bool GRAD>
+double softmax_range(const SoftmaxArgs<T>& p, index lo, index hi) {
+    double rows[BLOCK];
+    double blocks[64];
+    double total = 0.0;
+    index filled = 0, nblocks = 0;
+    auto flush = [&]() {
+        blocks[nblocks++] = pairwise_sum(rows, filled);
+        filled = 0;
+        if (nblocks == 64) {
+            total += pairwise_sum(blocks, nblocks);
+            nblocks = 0;
+        }
+    };
+    if (p.inner == 1) {
+        for (index r = lo; r < hi; ++r) {
+            const double v = softmax_row<T, GRAD>(p, r);
+            if (p.loss) p.loss[r] = T(v);
+            rows[filled++] = v;
+            if (filled == BLOCK) flush();
+        }
+    } else {
+        const index tiles = (p.inner + TILE - 1) / TILE;
+        for (index u = lo; u < hi; ++u) {
+            const index n = u / tiles, j0 = (u % tiles) * TILE;
+            const index L = std::min(TILE, p.inner - j0);
+            if (filled + L > BLOCK) flush();
+            softmax_tile<T, GRAD>(p, n, j0, L, rows + filled);
+            if (p.loss)
+                for (index j = 0; j < L; ++j) p.loss[n * p.inner + j0 + j] = T(rows[filled + j]);
+            filled += L;
+        }
+    }
+    if (filled) flush();
+    return total + pairwise_sum(blocks, nblocks);
+}
+
+template <class T>
+double softmax_chunk(const SoftmaxArgs<T>& p, index lo, index hi) {
+    return p.grad ? softmax_range<T, true>(p, lo, hi) : softmax_range<T, false>(p, lo, hi);
+}
+
+using softmax_f32_fn = double(const SoftmaxArgs<float>&, index, index);
+using softmax_f64_fn = double(const SoftmaxArgs<double>&, index, index);
+CLOSS_MULTIVERSION(softmax_f32_fn, softmax_f32, softmax_chunk<float>)
+CLOSS_MULTIVERSION(softmax_f64_fn, softmax_f64, softmax_chunk<double>)
+
+// The whole sweep: units grouped into chunks of about 16 Ki input elements,
+// spread over `threads` threads.
+template <class T>
+double softmax_sweep(double (*chunk)(const SoftmaxArgs<T>&, index, index),
+                     const SoftmaxArgs<T>& p, int threads) {
+    const index units = softmax_units(p);
+    const index unit_size = std::max<index>(1, p.classes * (p.inner == 1 ? 1 : TILE));
+    const index per_chunk = std::max<index>(1, 16384 / unit_size);
+    return sum_chunks((units + per_chunk - 1) / per_chunk, threads, [&](index k) {
+        return chunk(p, k * per_chunk, std::min(units, (k + 1) * per_chunk));
+    });
+}
+
+}  // namespace closs
