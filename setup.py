@@ -62,7 +62,7 @@ def kernel(name: str) -> Extension:
     )
 
 
-extensions = [kernel(name) for name in ("_runtime", "_pointwise")]
+extensions = [kernel(name) for name in ("_runtime", "_pointwise", "_softmax", "_vmath")]
 
 setup(
     ext_modules=cythonize(

@@ -8,11 +8,15 @@ torch.nn semantics, computed by a Cython/C++ core on the CPU::
 from ._kernels._runtime import get_num_threads, set_num_threads
 from ._version import __version__
 from .modules import (
+    BCELoss,
+    BCEWithLogitsLoss,
     CrossEntropyLoss,
     GaussianNLLLoss,
     HuberLoss,
+    KLDivLoss,
     L1Loss,
     MSELoss,
+    MultiLabelSoftMarginLoss,
     NLLLoss,
     PoissonNLLLoss,
     SmoothL1Loss,
@@ -32,4 +36,8 @@ __all__ = [
     "GaussianNLLLoss",
     "CrossEntropyLoss",
     "NLLLoss",
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "KLDivLoss",
+    "MultiLabelSoftMarginLoss",
 ]

@@ -11,6 +11,8 @@ run exactly one kernel sweep that computes the value, the gradient or both,
 then finish the reduction here (``_reduce``).  The loss classes in
 ``closs.modules`` use the same operand builders and the same sweep.
 """
+import warnings
+
 import numpy as np
 
 from . import _validation as _v
@@ -26,6 +28,10 @@ __all__ = [
     "gaussian_nll_loss",
     "cross_entropy",
     "nll_loss",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "kl_div",
+    "multilabel_soft_margin_loss",
 ]
 
 # ----------------------------------------------------------------------------------
@@ -216,7 +222,7 @@ def poisson_nll_loss(input, target, log_input=True, full=False, size_average=Non
     --------
     >>> import numpy as np, closs.functional as F
     >>> F.poisson_nll_loss(np.array([2., 4., 6.]), np.array([1., 3., 5.]), log_input=False)
-    np.float64(-0.6036092512270784)
+    np.float64(-0.6036092102977416)
     """
     reduction = _v.reduction(reduction, size_average, reduce, alias=False)
     ops = _poisson_operands(input, target, log_input, full, eps)
@@ -406,3 +412,198 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     ops = _class_operands(input, target, weight, ignore_index, 0.0, False)
     value, grad = _softmax.evaluate(ops, "nll", reduction, True, return_grad, grad_output)
     return (value, grad) if return_grad else value
+
+
+# ----------------------------------------------------------------------------------
+# Binary and distribution losses: more pointwise kernels.
+# ----------------------------------------------------------------------------------
+
+
+def _weight_like(weight, shape, dtype, name="weight"):
+    """An element weight (or pos_weight) broadcast to the loss's shape; it may
+    not be larger than the loss, as torch."""
+    if weight is None:
+        return None
+    w = _v.operand(weight, name, dtype)
+    if w.shape != shape:
+        full = _v.broadcast_shape(shape, w.shape, "input", name)
+        if full != shape:
+            raise ValueError(f"{name}: expected a shape that broadcasts to input's shape "
+                             f"{shape}, got {w.shape}")
+        w = np.broadcast_to(w, shape)
+    return _v.contiguous(w)
+
+
+def _in_unit_interval(arr, name):
+    if arr.size and not (np.all(arr >= 0) and np.all(arr <= 1)):  # NaN fails both
+        bad = arr[~((arr >= 0) & (arr <= 1))].flat[0]
+        raise ValueError(f"{name}: expected all elements between 0 and 1, got {bad}")
+
+
+def _bce_operands(input, target, weight):
+    a = _v.contiguous(_v.float_array(input, "input"))
+    b = _v.contiguous(_v.operand(target, "target", a.dtype))
+    _v.same_shape(b, a.shape, "target")
+    _in_unit_interval(a, "input")
+    _in_unit_interval(b, "target")
+    return _Operands(_pw.BCE, a, b, None, _weight_like(weight, a.shape, a.dtype))
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
+                         reduction="mean", *, return_grad=False, grad_output=None):
+    """Binary cross-entropy of probabilities:
+    ``-w (y log x + (1 - y) log(1 - x))``, each log clamped at -100.
+
+    input and target (same shape) must lie in [0, 1] (ValueError otherwise);
+    weight broadcasts to input's shape.  The gradient is torch's
+    ``w (x - y) / max(x (1 - x), 1e-12)``.
+
+    Examples
+    --------
+    >>> import numpy as np, closs.functional as F
+    >>> F.binary_cross_entropy(np.array([0.4, 0.1]), np.array([0.2, 0.8]))
+    np.float64(1.2275294114572126)
+    """
+    reduction = _v.reduction(reduction, size_average, reduce)
+    ops = _bce_operands(input, target, weight)
+    return _finish(ops, reduction, return_grad, grad_output)
+
+
+def _bce_logits_operands(input, target, weight, pos_weight):
+    a = _v.contiguous(_v.float_array(input, "input"))
+    b = _v.contiguous(_v.operand(target, "target", a.dtype))
+    if b.shape != a.shape:
+        raise ValueError(f"target: expected the shape of input {a.shape} (Target size must be "
+                         f"the same as input size), got {b.shape}")
+    w = _weight_like(weight, a.shape, a.dtype)
+    if pos_weight is None:
+        return _Operands(_pw.BCE_LOGITS, a, b, None, w)
+    pw = _weight_like(pos_weight, a.shape, a.dtype, "pos_weight")
+    return _Operands(_pw.BCE_LOGITS_POS, a, b, pw, w)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
+                                     reduction="mean", pos_weight=None, *, return_grad=False,
+                                     grad_output=None):
+    """Binary cross-entropy of logits, in torch's stable form
+    ``w ((1 - y) x - (1 + (pos_weight - 1) y) log_sigmoid(x))``.
+
+    target has input's shape (not range-checked); weight and pos_weight
+    broadcast against it (pos_weight usually one value per class, the last
+    dim).  The gradient is ``w ((pos_weight y + 1 - y) sigmoid(x) - pos_weight y)``.
+
+    Examples
+    --------
+    >>> import numpy as np, closs.functional as F
+    >>> F.binary_cross_entropy_with_logits(np.array([0.4, 0.1]), np.array([0.2, 0.8]))
+    np.float64(0.7487...)
+    """
+    reduction = _v.reduction(reduction, size_average, reduce)
+    ops = _bce_logits_operands(input, target, weight, pos_weight)
+    return _finish(ops, reduction, return_grad, grad_output)
+
+
+_KL_MEAN_WARNING = (
+    "reduction: 'mean' divides the total loss by both the batch size and the support size."
+    "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+    "'mean' will be changed to behave the same as 'batchmean' in the next major release.")
+
+
+def _kl_operands(input, target, log_target):
+    log_target = _v.flag(log_target, "log_target")
+    a = _v.float_array(input, "input")
+    b = _v.operand(target, "target", a.dtype)
+    shape = _silent_broadcast(a, [("target", b)])
+    a_shape = a.shape
+    a, b = _broadcast_operands((a, b), shape)
+    return _Operands(_pw.KL_LOG if log_target else _pw.KL, a, b, a_shape=a_shape)
+
+
+def _kl_reduction(reduction, size_average=None, reduce=None):
+    """kl_div's reduction (it also has 'batchmean'), with torch's warning for 'mean'."""
+    legacy = size_average is not None or reduce is not None
+    reduction = _v.reduction(reduction, size_average, reduce,
+                             allowed=("none", "batchmean", "sum", "mean"))
+    if reduction == "mean" and not legacy:
+        warnings.warn(_KL_MEAN_WARNING, UserWarning, stacklevel=3)
+    return reduction
+
+
+def _kl_batchmean(reduction, ops, input_shape):
+    """'batchmean' is a mean over input.shape[0] (1 for a 0-d input)."""
+    if reduction == "batchmean":
+        ops.count = input_shape[0] if input_shape else 1
+        return "mean"
+    return reduction
+
+
+def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False, *,
+           return_grad=False, grad_output=None):
+    """Kullback-Leibler divergence of log-probabilities ``input`` from ``target``:
+    ``xlogy(y, y) - y x`` (``exp(y) (y - x)`` with ``log_target=True``).
+
+    'batchmean' divides the sum by ``input.shape[0]``; 'mean' divides by the
+    number of elements (with torch's warning).  target broadcasts silently.
+
+    Examples
+    --------
+    >>> import numpy as np, closs.functional as F
+    >>> F.kl_div(np.log([0.5, 0.2, 0.3]), np.array([0.1, 0.2, 0.7]), reduction="sum")
+    np.float64(0.43216...)
+    """
+    reduction = _kl_reduction(reduction, size_average, reduce)
+    ops = _kl_operands(input, target, log_target)
+    reduction = _kl_batchmean(reduction, ops, np.shape(input))
+    return _finish(ops, reduction, return_grad, grad_output)
+
+
+def _multilabel_soft_margin_operands(input, target, weight):
+    a = _v.float_array(input, "input")
+    if a.ndim == 0:
+        raise IndexError("input: expected at least 1 dimension (the classes), got a 0-d array")
+    b = _v.operand(target, "target", a.dtype)
+    shape = _silent_broadcast(a, [("target", b)])
+    if shape != a.shape:
+        raise ValueError(f"target: expected a shape that broadcasts to input's shape {a.shape}, "
+                         f"got {b.shape}")
+    a, b = _broadcast_operands((a, b), shape)
+    return _Operands(_pw.SOFT_MARGIN_ML, a, b, None, _weight_like(weight, shape, a.dtype))
+
+
+def _multilabel_soft_margin_finish(ops, reduction, return_grad, grad_output):
+    """Rows are the last dim: the value sums each row's C element terms and
+    divides by C; the kernel's 'mean' with count C (or n) does that in one sweep."""
+    a = ops.a
+    classes = a.shape[-1]
+    if reduction == "none":  # two sweeps: the per-element terms, then the gradient
+        loss = _evaluate(ops, "none", True, False, None)[0]
+        value = np.asarray(np.sum(loss, axis=-1, dtype=np.float64) / classes, dtype=a.dtype)
+        if not return_grad:
+            return value
+        if grad_output is None:
+            ops.count = classes
+            return value, _evaluate(ops, "mean", False, True, None)[1]
+        g = _v.grad_output(grad_output, "none", a.shape[:-1], a.dtype)[1]
+        gout = np.ascontiguousarray(np.broadcast_to(g[..., None] / classes, a.shape))
+        return value, _evaluate(ops, "none", False, True, gout)[1]
+    ops.count = a.size if reduction == "mean" else classes
+    return _finish(ops, "mean", return_grad, grad_output)
+
+
+def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, reduce=None,
+                                reduction="mean", *, return_grad=False, grad_output=None):
+    """Multi-label one-versus-all loss over the last dim (the C classes):
+    ``(1/C) sum_c w_c (-y_c log_sigmoid(x_c) - (1 - y_c) log_sigmoid(-x_c))``.
+
+    'none' gives one value per row (input.shape[:-1]); 'mean' averages rows.
+
+    Examples
+    --------
+    >>> import numpy as np, closs.functional as F
+    >>> F.multilabel_soft_margin_loss(np.array([[.3, -.5, 2], [1, 0, -40]]),
+    ...                               np.array([[1, 0, 1], [0, 1, 0]]))
+    np.float64(0.526961517961629)
+    """
+    reduction = _v.reduction(reduction, size_average, reduce, alias=False)
+    ops = _multilabel_soft_margin_operands(input, target, weight)
+    return _multilabel_soft_margin_finish(ops, reduction, return_grad, grad_output)

@@ -7,6 +7,8 @@ w.r.t. its differentiable inputs, and ``value_and_grad(*args,
 grad_output=None)`` both from one kernel sweep.  The work is done by the same
 operand builders and kernel sweep as ``closs.functional``.
 """
+import numpy as np
+
 from . import _validation as _v
 from . import functional as F
 
@@ -19,6 +21,10 @@ __all__ = [
     "GaussianNLLLoss",
     "CrossEntropyLoss",
     "NLLLoss",
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "KLDivLoss",
+    "MultiLabelSoftMarginLoss",
 ]
 
 
@@ -31,10 +37,13 @@ class _Loss:
 
     _sweep = staticmethod(F._evaluate)
 
-    def __init__(self, size_average=None, reduce=None, reduction="mean", *, allowed=_v.REDUCTIONS,
-                 alias=True):
-        self.reduction = _v.reduction(reduction, size_average, reduce, allowed=allowed,
-                                      alias=alias)
+    # the reductions the loss accepts, and whether 'elementwise_mean' is an alias of 'mean'
+    _reductions = _v.REDUCTIONS
+    _alias = True
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean"):
+        self.reduction = _v.reduction(reduction, size_average, reduce,
+                                      allowed=self._reductions, alias=self._alias)
         self._saved = None
 
     def _operands(self, *args):
@@ -139,12 +148,14 @@ class PoissonNLLLoss(_Loss):
 
     >>> import numpy as np, closs
     >>> closs.PoissonNLLLoss(log_input=False)(np.array([2., 4., 6.]), np.array([1., 3., 5.]))
-    np.float64(-0.6036092512270784)
+    np.float64(-0.6036092102977416)
     """
+
+    _alias = False
 
     def __init__(self, log_input=True, full=False, size_average=None, eps=1e-8, reduce=None,
                  reduction="mean"):
-        super().__init__(size_average, reduce, reduction, alias=False)
+        super().__init__(size_average, reduce, reduction)
         self.log_input = _v.flag(log_input, "log_input")
         self.full = _v.flag(full, "full")
         self.eps = _v.real_number(eps, "eps")
@@ -163,8 +174,10 @@ class GaussianNLLLoss(_Loss):
     np.float64(-0.04828679513998632)
     """
 
+    _alias = False
+
     def __init__(self, *, full=False, eps=1e-6, reduction="mean"):
-        super().__init__(None, None, reduction, alias=False)
+        super().__init__(None, None, reduction)
         self.full = _v.flag(full, "full")
         self.eps = _v.real_number(eps, "eps")
 
@@ -224,3 +237,88 @@ class NLLLoss(_ClassLoss):
     def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
                  reduction="mean"):
         super().__init__(weight, size_average, ignore_index, reduce, reduction)
+
+
+class BCELoss(_Loss):
+    """Binary cross-entropy of probabilities; see :func:`closs.functional.binary_cross_entropy`.
+
+    >>> import numpy as np, closs
+    >>> closs.BCELoss()(np.array([0.4, 0.1]), np.array([0.2, 0.8]))
+    np.float64(1.2275294114572126)
+    """
+
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.weight = weight
+
+    def _operands(self, input, target):
+        return F._bce_operands(input, target, self.weight)
+
+
+class BCEWithLogitsLoss(_Loss):
+    """Binary cross-entropy of logits; see
+    :func:`closs.functional.binary_cross_entropy_with_logits`.
+
+    >>> import numpy as np, closs
+    >>> round(float(closs.BCEWithLogitsLoss()(np.array([0.4, 0.1]), np.array([0.2, 0.8]))), 4)
+    0.7487
+    """
+
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean",
+                 pos_weight=None):
+        super().__init__(size_average, reduce, reduction)
+        self.weight = weight
+        self.pos_weight = pos_weight
+
+    def _operands(self, input, target):
+        return F._bce_logits_operands(input, target, self.weight, self.pos_weight)
+
+
+class KLDivLoss(_Loss):
+    """Kullback-Leibler divergence; see :func:`closs.functional.kl_div`.
+
+    >>> import numpy as np, closs
+    >>> round(float(closs.KLDivLoss(reduction="sum")(np.log([0.5, 0.2, 0.3]),
+    ...                                              np.array([0.1, 0.2, 0.7]))), 4)
+    0.4322
+    """
+
+    _reductions = ("none", "batchmean", "sum", "mean")
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean", log_target=False):
+        super().__init__(size_average, reduce, reduction)
+        self._warn_mean = size_average is None and reduce is None
+        self.log_target = _v.flag(log_target, "log_target")
+
+    def _operands(self, input, target):
+        if self._warn_mean:
+            F._kl_reduction(self.reduction)  # torch warns for 'mean' at every forward
+        ops = F._kl_operands(input, target, self.log_target)
+        self._kernel_reduction = F._kl_batchmean(self.reduction, ops, np.shape(input))
+        return ops
+
+    def _sweep(self, ops, reduction, want_value, want_grad, grad_output):
+        return F._evaluate(ops, self._kernel_reduction, want_value, want_grad, grad_output)
+
+
+class MultiLabelSoftMarginLoss(_Loss):
+    """Multi-label one-versus-all loss; see :func:`closs.functional.multilabel_soft_margin_loss`.
+
+    >>> import numpy as np, closs
+    >>> closs.MultiLabelSoftMarginLoss()(np.array([[.3, -.5, 2], [1, 0, -40]]),
+    ...                                  np.array([[1, 0, 1], [0, 1, 0]]))
+    np.float64(0.526961517961629)
+    """
+
+    _alias = False
+
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.weight = weight
+
+    def _operands(self, input, target):
+        return F._multilabel_soft_margin_operands(input, target, self.weight)
+
+    def _sweep(self, ops, reduction, want_value, want_grad, grad_output):
+        out = F._multilabel_soft_margin_finish(ops, reduction, want_grad, grad_output)
+        return out if want_grad else (out, None)

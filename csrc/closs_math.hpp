@@ -3,6 +3,8 @@
 #pragma once
 #include <cmath>
 
+#include "closs_vmath.hpp"  // vexp, vlog, vlog1p, softplus, log_sigmoid
+
 namespace closs {
 
 // sign(d) with sign(0) = sign(nan) = 0, as torch's sign() used by L1 backward.

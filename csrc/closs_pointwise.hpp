@@ -31,6 +31,12 @@ enum PointwiseKind {
     PW_POISSON_LOG,  // PoissonNLL with log_input=True
     PW_POISSON,      // PoissonNLL with log_input=False
     PW_GAUSSIAN,
+    PW_BCE,
+    PW_BCE_LOGITS,      // BCEWithLogits without pos_weight
+    PW_BCE_LOGITS_POS,  // BCEWithLogits, pos_weight as the third operand
+    PW_KL,              // KLDiv, probability target
+    PW_KL_LOG,          // KLDiv, log-probability target
+    PW_SOFT_MARGIN_ML,  // MultiLabelSoftMargin's element term (divided by C by the caller)
 };
 
 // Everything one call needs.  Null pointers mark what is absent or not wanted.
@@ -55,8 +61,13 @@ struct PointwiseArgs {
 // The losses.  operator()(a, b, c, da, dc) returns the loss, sets da (and dc).
 // ---------------------------------------------------------------------------
 
-struct L1 {
-    static constexpr bool third = false;
+// Losses of (input, target) only; a loss with a third operand sets `third`,
+// and `grad_third` when that operand is differentiated.
+struct TwoOperands {
+    static constexpr bool third = false, grad_third = false;
+};
+
+struct L1 : TwoOperands {
     template <class T>
     T operator()(T x, T y, T, T& dx, T&) const {
         const T d = x - y;
@@ -65,8 +76,7 @@ struct L1 {
     }
 };
 
-struct MSE {
-    static constexpr bool third = false;
+struct MSE : TwoOperands {
     template <class T>
     T operator()(T x, T y, T, T& dx, T&) const {
         const T d = x - y;
@@ -76,8 +86,7 @@ struct MSE {
 };
 
 template <class T>
-struct SmoothL1 {  // beta > 0 (beta == 0 is L1, chosen by the caller as torch does)
-    static constexpr bool third = false;
+struct SmoothL1 : TwoOperands {  // beta > 0 (beta == 0 is L1, chosen by the caller as torch does)
     T beta;
     T operator()(T x, T y, T, T& dx, T&) const {
         const T d = x - y, z = std::abs(d);
@@ -87,8 +96,7 @@ struct SmoothL1 {  // beta > 0 (beta == 0 is L1, chosen by the caller as torch d
 };
 
 template <class T>
-struct Huber {  // delta > 0
-    static constexpr bool third = false;
+struct Huber : TwoOperands {  // delta > 0
     T delta;
     T operator()(T x, T y, T, T& dx, T&) const {
         const T d = x - y, z = std::abs(d);
@@ -100,15 +108,14 @@ struct Huber {  // delta > 0
 // Stirling's approximation of log(y!) that full=True adds where y > 1.
 template <class T>
 inline T stirling(T y) {
-    return y > T(1) ? y * std::log(y) - y + T(0.5) * std::log(T(TWO_PI) * y) : T(0);
+    return y > T(1) ? y * vlog(y) - y + T(0.5) * vlog(T(TWO_PI) * y) : T(0);
 }
 
 template <class T>
-struct PoissonLog {  // exp(x) - y x
-    static constexpr bool third = false;
+struct PoissonLog : TwoOperands {  // exp(x) - y x
     bool full;
     T operator()(T x, T y, T, T& dx, T&) const {
-        const T e = std::exp(x);
+        const T e = vexp(x);
         dx = e - y;
         const T loss = e - y * x;
         return full ? loss + stirling(y) : loss;
@@ -116,21 +123,20 @@ struct PoissonLog {  // exp(x) - y x
 };
 
 template <class T>
-struct Poisson {  // x - y log(x + eps)
-    static constexpr bool third = false;
+struct Poisson : TwoOperands {  // x - y log(x + eps)
     T eps;
     bool full;
     T operator()(T x, T y, T, T& dx, T&) const {
         const T xe = x + eps;
         dx = T(1) - y / xe;
-        const T loss = x - y * std::log(xe);
+        const T loss = x - y * vlog(xe);
         return full ? loss + stirling(y) : loss;
     }
 };
 
 template <class T>
 struct Gaussian {  // (log v + (x - y)^2 / v) / 2 with v = max(var, eps)
-    static constexpr bool third = true;
+    static constexpr bool third = true, grad_third = true;
     T eps;
     bool full;
     T operator()(T x, T y, T var, T& dx, T& dvar) const {
@@ -139,8 +145,72 @@ struct Gaussian {  // (log v + (x - y)^2 / v) / 2 with v = max(var, eps)
         dx = d / v;
         // torch does not mask the clamp out of the var gradient
         dvar = T(0.5) * (T(1) / v - q / v);
-        const T loss = T(0.5) * (std::log(v) + q);
+        const T loss = T(0.5) * (vlog(v) + q);
         return full ? loss + T(HALF_LOG_2PI) : loss;
+    }
+};
+
+template <class T>
+struct BCE : TwoOperands {  // -(y log x + (1 - y) log(1 - x)), each log clamped at -100
+    T operator()(T x, T y, T, T& dx, T&) const {
+        const T lx = vlog(x), l1x = vlog(T(1) - x);  // torch: the log of the rounded 1 - x
+        const T cx = lx < T(-100) ? T(-100) : lx, c1x = l1x < T(-100) ? T(-100) : l1x;
+        // torch's gradient form: not the derivative of the clamped loss, and its
+        // eps is float32(1e-12) in both dtypes
+        const T q = x * (T(1) - x), eps = T(1e-12f);
+        dx = (x - y) / (q < eps ? eps : q);
+        return -(y * cx + (T(1) - y) * c1x);
+    }
+};
+
+template <class T>
+inline T sigmoid(T x) {
+    return T(1) / (T(1) + vexp(-x));
+}
+
+template <class T>
+struct BCELogits : TwoOperands {  // (1 - y) x - log_sigmoid(x), torch's form
+    T operator()(T x, T y, T, T& dx, T&) const {
+        dx = sigmoid(x) - y;
+        return (T(1) - y) * x - log_sigmoid(x);
+    }
+};
+
+template <class T>
+struct BCELogitsPos {  // (1 - y) x - (1 + (pw - 1) y) log_sigmoid(x), pw the third operand
+    static constexpr bool third = true, grad_third = false;
+    T operator()(T x, T y, T pw, T& dx, T&) const {
+        const T lw = T(1) + (pw - T(1)) * y;
+        dx = lw * sigmoid(x) - pw * y;
+        return (T(1) - y) * x - lw * log_sigmoid(x);
+    }
+};
+
+template <class T>
+struct KL : TwoOperands {  // xlogy(y, y) - y x, with xlogy(0, 0) = 0
+    T operator()(T x, T y, T, T& dx, T&) const {
+        dx = -y;
+        return (y == T(0) ? T(0) : y * vlog(y)) - y * x;
+    }
+};
+
+template <class T>
+struct KLLog : TwoOperands {  // exp(y) (y - x), y a log-probability
+    T operator()(T x, T y, T, T& dx, T&) const {
+        const T ey = vexp(y);
+        dx = -ey;
+        return ey * (y - x);
+    }
+};
+
+template <class T>
+struct SoftMarginML : TwoOperands {  // -y log_sigmoid(x) - (1 - y) log_sigmoid(-x)
+    T operator()(T x, T y, T, T& dx, T&) const {
+        // d log_sigmoid(x) / dx = sigmoid(-x), in torch's cancellation-free form
+        const T z = vexp(-std::abs(x)), q = z / (T(1) + z);
+        const T sig_neg = x < T(0) ? T(1) - q : q, sig_pos = x < T(0) ? q : T(1) - q;
+        dx = (T(1) - y) * sig_pos - y * sig_neg;
+        return -(y * log_sigmoid(x) + (T(1) - y) * log_sigmoid(-x));
     }
 };
 
@@ -164,7 +234,7 @@ double pointwise_loop(const F& f, const PointwiseArgs<T>& p, index lo, index hi)
         const T* __restrict go = (MODE & M_GOUT) ? p.grad_output + s : nullptr;
         T* __restrict loss = (MODE & M_LOSS) ? p.loss + s : nullptr;
         T* __restrict ga = (MODE & M_GRAD) ? p.grad_a + s : nullptr;
-        T* __restrict gc = ((MODE & M_GRAD) && F::third) ? p.grad_c + s : nullptr;
+        T* __restrict gc = ((MODE & M_GRAD) && F::grad_third) ? p.grad_c + s : nullptr;
         for (index i = 0; i < m; ++i) {
             T da, dc = T(0);
             T v;
@@ -179,7 +249,7 @@ double pointwise_loop(const F& f, const PointwiseArgs<T>& p, index lo, index hi)
             if constexpr ((MODE & M_GRAD) != 0) {
                 const T g = (MODE & M_GOUT) ? go[i] : p.gscale;
                 ga[i] = da * g;
-                if constexpr (F::third) gc[i] = dc * g;
+                if constexpr (F::grad_third) gc[i] = dc * g;
             }
         }
         if constexpr ((MODE & M_SUM) != 0) block_sums[nblocks++] = block_sum(values, m);
@@ -216,11 +286,17 @@ double pointwise_chunk(const PointwiseArgs<T>& p, index lo, index hi) {
     switch (p.kind) {
         case PW_L1: return pointwise_run<T>(L1{}, p, lo, hi);
         case PW_MSE: return pointwise_run<T>(MSE{}, p, lo, hi);
-        case PW_SMOOTH_L1: return pointwise_run<T>(SmoothL1<T>{T(p.p0)}, p, lo, hi);
-        case PW_HUBER: return pointwise_run<T>(Huber<T>{T(p.p0)}, p, lo, hi);
-        case PW_POISSON_LOG: return pointwise_run<T>(PoissonLog<T>{p.p1 != 0}, p, lo, hi);
-        case PW_POISSON: return pointwise_run<T>(Poisson<T>{T(p.p0), p.p1 != 0}, p, lo, hi);
+        case PW_SMOOTH_L1: return pointwise_run<T>(SmoothL1<T>{{}, T(p.p0)}, p, lo, hi);
+        case PW_HUBER: return pointwise_run<T>(Huber<T>{{}, T(p.p0)}, p, lo, hi);
+        case PW_POISSON_LOG: return pointwise_run<T>(PoissonLog<T>{{}, p.p1 != 0}, p, lo, hi);
+        case PW_POISSON: return pointwise_run<T>(Poisson<T>{{}, T(p.p0), p.p1 != 0}, p, lo, hi);
         case PW_GAUSSIAN: return pointwise_run<T>(Gaussian<T>{T(p.p0), p.p1 != 0}, p, lo, hi);
+        case PW_BCE: return pointwise_run<T>(BCE<T>{}, p, lo, hi);
+        case PW_BCE_LOGITS: return pointwise_run<T>(BCELogits<T>{}, p, lo, hi);
+        case PW_BCE_LOGITS_POS: return pointwise_run<T>(BCELogitsPos<T>{}, p, lo, hi);
+        case PW_KL: return pointwise_run<T>(KL<T>{}, p, lo, hi);
+        case PW_KL_LOG: return pointwise_run<T>(KLLog<T>{}, p, lo, hi);
+        case PW_SOFT_MARGIN_ML: return pointwise_run<T>(SoftMarginML<T>{}, p, lo, hi);
         default: return 0.0;
     }
 }

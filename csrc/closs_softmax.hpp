@@ -61,10 +61,13 @@ inline T row_max(const T* __restrict v, index n) {
     for (int j = 0; j < LANES; ++j) lanes[j] = -std::numeric_limits<T>::infinity();
     index i = 0;
     for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; ++j) lanes[j] = v[i + j] > lanes[j] ? v[i + j] : lanes[j];
-    for (int j = 0; i + j < n; ++j) lanes[j] = v[i + j] > lanes[j] ? v[i + j] : lanes[j];
-    T m = lanes[0];
-    for (int j = 1; j < LANES; ++j) m = lanes[j] > m ? lanes[j] : m;
+        for (int j = 0; j < LANES; ++j) {  // this form becomes vmaxps
+            const T x = v[i + j], l = lanes[j];
+            lanes[j] = l < x ? x : l;
+        }
+    T m = -std::numeric_limits<T>::infinity();
+    for (int j = 0; j < LANES; ++j) m = lanes[j] > m ? lanes[j] : m;
+    for (; i < n; ++i) m = v[i] > m ? v[i] : m;
     return m;
 }
 
@@ -147,17 +150,19 @@ inline double softmax_row(const SoftmaxArgs<T>& p, index r) {
     return loss;
 }
 
-constexpr index TILE = 64;  // positions handled together in the strided layout
+constexpr index TILE = 64;      // positions handled together by softmax_tile
+constexpr index SMALL_C = 32;   // below this many classes, rows are regrouped into tiles
 
-// Positions [j0, j0 + L) of batch entry n in the strided layout (inner > 1):
-// every loop runs over the L positions, which are contiguous in memory.
+// L <= TILE positions whose class c is at x[c * S + j], j < L (positions
+// contiguous, classes at stride S): every loop runs over the L positions so it
+// vectorises whatever C is.  y (probabilities) and g use the same layout;
+// target and gout point at the first position's entries.  Writes each
+// position's loss to losses[j].
 template <class T, bool GRAD>
-inline void softmax_tile(const SoftmaxArgs<T>& p, index n, index j0, index L, double* losses) {
-    const index C = p.classes, S = p.inner;
-    const index base = n * C * S + j0;
-    const T* __restrict x = p.x + base;
-    T* __restrict g = GRAD ? p.grad + base : nullptr;
-    const index r0 = n * S + j0;  // row index of the first position
+inline void softmax_tile(const SoftmaxArgs<T>& p, const T* __restrict x, const T* __restrict y,
+                         T* __restrict g, index S, const std::int64_t* target, const T* gout,
+                         index L, double* losses) {
+    const index C = p.classes;
     const double e = p.smoothing;
     T m[TILE];
     T s[TILE];
@@ -174,41 +179,44 @@ inline void softmax_tile(const SoftmaxArgs<T>& p, index n, index j0, index L, do
             s[j] += v;
         }
     for (index j = 0; j < L; ++j) {
-        scale[j] = p.grad_output ? p.gscale * double(p.grad_output[r0 + j]) : p.gscale;
-        ignored[j] = p.target && p.target[r0 + j] == p.ignore_index;
+        scale[j] = gout ? p.gscale * double(gout[j]) : p.gscale;
+        ignored[j] = target && target[j] == p.ignore_index;
     }
-    if (p.target) {
+    if (target) {
+        // Gathered once: the target's shifted logit and weight (0 where ignored).
+        double z_t[TILE], w_t[TILE], wz[TILE];
         for (index j = 0; j < L; ++j) {
-            if (ignored[j]) { losses[j] = 0.0; continue; }
-            const std::int64_t t = p.target[r0 + j];
-            double wz = 0.0;
-            if (e != 0.0)
-                for (index c = 0; c < C; ++c)
-                    wz += double(weight_of(p, c)) * double(x[c * S + j] - m[j]);
-            losses[j] = index_row_loss(vlog(double(s[j])), double(x[t * S + j] - m[j]),
-                                       weight_of(p, t), wz, e, C, p.weight_sum);
+            const std::int64_t t = ignored[j] ? 0 : target[j];
+            z_t[j] = double(x[t * S + j] - m[j]);
+            w_t[j] = ignored[j] ? 0.0 : double(weight_of(p, t));
+            wz[j] = 0.0;
+        }
+        if (e != 0.0)
+            for (index c = 0; c < C; ++c) {
+                const double wc = double(weight_of(p, c));
+                for (index j = 0; j < L; ++j) wz[j] += wc * double(x[c * S + j] - m[j]);
+            }
+        for (index j = 0; j < L; ++j) {
+            const double v = index_row_loss(vlog(double(s[j])), z_t[j], w_t[j], wz[j], e, C,
+                                            p.weight_sum);
+            losses[j] = ignored[j] ? 0.0 : v;
         }
         if constexpr (GRAD) {
+            // Ignored rows: a = b = 0, so their gradient is 0 (nan for nan logits, as torch).
             T a[TILE], b[TILE];
             for (index j = 0; j < L; ++j) {
-                const double w_t = ignored[j] ? 0.0 : double(weight_of(p, p.target[r0 + j]));
                 const double sc = ignored[j] ? 0.0 : scale[j];
-                a[j] = T(sc * ((1.0 - e) * w_t + e * p.weight_sum / C) / double(s[j]));
+                a[j] = T(sc * ((1.0 - e) * w_t[j] + e * p.weight_sum / C) / double(s[j]));
                 b[j] = T(sc * e / C);
             }
             for (index c = 0; c < C; ++c) {
                 const T wc = weight_of(p, c);
-                for (index j = 0; j < L; ++j)
-                    g[c * S + j] = ignored[j] ? T(0) : g[c * S + j] * a[j] - b[j] * wc;
+                for (index j = 0; j < L; ++j) g[c * S + j] = g[c * S + j] * a[j] - b[j] * wc;
             }
             for (index j = 0; j < L; ++j)
-                if (!ignored[j]) {
-                    const std::int64_t t = p.target[r0 + j];
-                    g[t * S + j] -= T(scale[j] * (1.0 - e) * double(weight_of(p, t)));
-                }
+                if (!ignored[j]) g[target[j] * S + j] -= T(scale[j] * (1.0 - e) * w_t[j]);
         }
     } else {
-        const T* __restrict y = p.prob + base;
         const T keep = T(1.0 - e), spread = T(e / C);
         double wy[TILE], log_s[TILE];
         for (index j = 0; j < L; ++j) {
@@ -239,17 +247,71 @@ inline void softmax_tile(const SoftmaxArgs<T>& p, index n, index j0, index L, do
     }
 }
 
-// Work is split into units: a row (inner == 1) or a tile of TILE positions of
-// one batch entry (inner > 1).
+// Layouts: rows of C >= SMALL_C contiguous values, one row per unit
+// (ROWS); rows of fewer classes, TILE rows per unit, regrouped into a
+// class-major tile on the stack (GATHER); the strided layout of K-dimensional
+// inputs, TILE positions of one batch entry per unit (STRIDED).
+enum SoftmaxLayout { ROWS, GATHER, STRIDED };
+
+template <class T>
+inline SoftmaxLayout layout_of(const SoftmaxArgs<T>& p) {
+    return p.inner > 1 ? STRIDED : p.classes < SMALL_C ? GATHER : ROWS;
+}
+
 template <class T>
 index softmax_units(const SoftmaxArgs<T>& p) {
-    return p.inner == 1 ? p.outer : p.outer * ((p.inner + TILE - 1) / TILE);
+    switch (layout_of(p)) {
+        case ROWS: return p.outer;
+        case GATHER: return (p.outer + TILE - 1) / TILE;
+        default: return p.outer * ((p.inner + TILE - 1) / TILE);
+    }
+}
+
+// Unit u: computes its rows' losses into `losses` (returns how many).
+template <class T, bool GRAD>
+inline index softmax_unit(const SoftmaxArgs<T>& p, SoftmaxLayout layout, index u,
+                          double* losses) {
+    const index C = p.classes;
+    if (layout == ROWS) {
+        losses[0] = softmax_row<T, GRAD>(p, u);
+        return 1;
+    }
+    if (layout == STRIDED) {
+        const index tiles = (p.inner + TILE - 1) / TILE;
+        const index n = u / tiles, j0 = (u % tiles) * TILE, S = p.inner;
+        const index L = std::min(TILE, S - j0), base = n * C * S + j0, r0 = n * S + j0;
+        softmax_tile<T, GRAD>(p, p.x + base, p.prob ? p.prob + base : nullptr,
+                              GRAD ? p.grad + base : nullptr, S,
+                              p.target ? p.target + r0 : nullptr,
+                              p.grad_output ? p.grad_output + r0 : nullptr, L, losses);
+        return L;
+    }
+    // GATHER: rows r0..r0+L of C < SMALL_C classes, transposed into x_t[c][j].
+    const index r0 = u * TILE, L = std::min(TILE, p.outer - r0);
+    T x_t[SMALL_C * TILE], y_t[SMALL_C * TILE], g_t[SMALL_C * TILE];
+    const T* x = p.x + r0 * C;
+    for (index j = 0; j < L; ++j)
+        for (index c = 0; c < C; ++c) x_t[c * TILE + j] = x[j * C + c];
+    if (p.prob) {
+        const T* y = p.prob + r0 * C;
+        for (index j = 0; j < L; ++j)
+            for (index c = 0; c < C; ++c) y_t[c * TILE + j] = y[j * C + c];
+    }
+    softmax_tile<T, GRAD>(p, x_t, y_t, g_t, TILE, p.target ? p.target + r0 : nullptr,
+                          p.grad_output ? p.grad_output + r0 : nullptr, L, losses);
+    if constexpr (GRAD) {
+        T* g = p.grad + r0 * C;
+        for (index j = 0; j < L; ++j)
+            for (index c = 0; c < C; ++c) g[j * C + c] = g_t[c * TILE + j];
+    }
+    return L;
 }
 
 // Units [lo, hi); writes per-row losses when p.loss is set and returns their
 // sum (pairwise over blocks, so it depends only on the unit range).
 template <class T, bool GRAD>
 double softmax_range(const SoftmaxArgs<T>& p, index lo, index hi) {
+    const SoftmaxLayout layout = layout_of(p);
     double rows[BLOCK];
     double blocks[64];
     double total = 0.0;
@@ -262,24 +324,17 @@ double softmax_range(const SoftmaxArgs<T>& p, index lo, index hi) {
             nblocks = 0;
         }
     };
-    if (p.inner == 1) {
-        for (index r = lo; r < hi; ++r) {
-            const double v = softmax_row<T, GRAD>(p, r);
-            if (p.loss) p.loss[r] = T(v);
-            rows[filled++] = v;
-            if (filled == BLOCK) flush();
+    for (index u = lo; u < hi; ++u) {
+        if (filled + TILE > BLOCK) flush();
+        const index L = softmax_unit<T, GRAD>(p, layout, u, rows + filled);
+        if (p.loss) {
+            const index first = layout == ROWS ? u
+                              : layout == GATHER ? u * TILE
+                              : (u / ((p.inner + TILE - 1) / TILE)) * p.inner +
+                                    (u % ((p.inner + TILE - 1) / TILE)) * TILE;
+            for (index j = 0; j < L; ++j) p.loss[first + j] = T(rows[filled + j]);
         }
-    } else {
-        const index tiles = (p.inner + TILE - 1) / TILE;
-        for (index u = lo; u < hi; ++u) {
-            const index n = u / tiles, j0 = (u % tiles) * TILE;
-            const index L = std::min(TILE, p.inner - j0);
-            if (filled + L > BLOCK) flush();
-            softmax_tile<T, GRAD>(p, n, j0, L, rows + filled);
-            if (p.loss)
-                for (index j = 0; j < L; ++j) p.loss[n * p.inner + j0 + j] = T(rows[filled + j]);
-            filled += L;
-        }
+        filled += L;
     }
     if (filled) flush();
     return total + pairwise_sum(blocks, nblocks);
@@ -301,7 +356,7 @@ template <class T>
 double softmax_sweep(double (*chunk)(const SoftmaxArgs<T>&, index, index),
                      const SoftmaxArgs<T>& p, int threads) {
     const index units = softmax_units(p);
-    const index unit_size = std::max<index>(1, p.classes * (p.inner == 1 ? 1 : TILE));
+    const index unit_size = std::max<index>(1, p.classes * (layout_of(p) == ROWS ? 1 : TILE));
     const index per_chunk = std::max<index>(1, 16384 / unit_size);
     return sum_chunks((units + per_chunk - 1) / per_chunk, threads, [&](index k) {
         return chunk(p, k * per_chunk, std::min(units, (k + 1) * per_chunk));

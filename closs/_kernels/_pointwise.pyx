@@ -35,6 +35,7 @@ cdef extern from "closs_pointwise.hpp" namespace "closs":
         int want_sum
 
     int PW_L1, PW_MSE, PW_SMOOTH_L1, PW_HUBER, PW_POISSON_LOG, PW_POISSON, PW_GAUSSIAN
+    int PW_BCE, PW_BCE_LOGITS, PW_BCE_LOGITS_POS, PW_KL, PW_KL_LOG, PW_SOFT_MARGIN_ML
 
 ctypedef double chunk_f32_t(const PointwiseArgs[float]&, index, index) noexcept nogil
 ctypedef double chunk_f64_t(const PointwiseArgs[double]&, index, index) noexcept nogil
@@ -55,6 +56,12 @@ HUBER = PW_HUBER
 POISSON_LOG = PW_POISSON_LOG
 POISSON = PW_POISSON
 GAUSSIAN = PW_GAUSSIAN
+BCE = PW_BCE
+BCE_LOGITS = PW_BCE_LOGITS
+BCE_LOGITS_POS = PW_BCE_LOGITS_POS
+KL = PW_KL
+KL_LOG = PW_KL_LOG
+SOFT_MARGIN_ML = PW_SOFT_MARGIN_ML
 
 # Below two grains of elements a second thread costs more than it saves.
 DEF GRAIN = 32768
@@ -158,7 +165,7 @@ def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_
         if mean:
             gscale = gscale / ops.count  # inf/nan for an empty mean, as torch
         grad_a = empty_like(a)
-        if ops.c is not None:
+        if ops.kind == PW_GAUSSIAN:  # the one loss whose third operand is differentiated
             grad_c = empty_like(a)
     if want_value and not reduced:
         loss = empty_like(a)

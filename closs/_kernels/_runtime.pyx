@@ -1,5 +1,8 @@
 """Thread count shared by every kernel, and what the build and the CPU offer."""
+import numbers
 import os
+
+import numpy as np
 
 cdef extern from *:
     """
@@ -37,11 +40,11 @@ def available_cores():
 
 
 def _check_count(n, name):
-    if isinstance(n, bool) or not isinstance(n, int):
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
         raise TypeError(f"{name}: expected a positive int, got {n!r} ({type(n).__name__})")
     if n < 1:
         raise ValueError(f"{name}: expected a positive int, got {n}")
-    return n
+    return int(n)
 
 
 def set_num_threads(n):
