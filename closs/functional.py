@@ -307,7 +307,11 @@ def _class_layout(x):
     inner = 1
     for d in x.shape[2:]:
         inner *= d
-    return x.shape[0], x.shape[1], inner, (x.shape[0],) + x.shape[2:]
+    # A zero spatial dim leaves no positions at all: say so with outer = 0 (the
+    # kernels' layout choice looks at inner > 1 and would otherwise treat an
+    # (N, C, 0) input as N rows of C contiguous values, past the empty buffers).
+    outer = x.shape[0] if inner else 0
+    return outer, x.shape[1], inner, (x.shape[0],) + x.shape[2:]
 
 
 def _class_targets(target, x, loss_shape):
@@ -343,19 +347,31 @@ def _class_weight(weight, classes, dtype):
     return _v.contiguous(w)
 
 
-def _class_operands(input, target, weight, ignore_index, label_smoothing, probabilities):
-    """Operands of cross-entropy (probabilities=True allows probability targets) and NLL."""
-    x = _v.contiguous(_v.float_array(input, "input"))
-    outer, classes, inner, loss_shape = _class_layout(x)
+def _class_options(ignore_index, label_smoothing):
+    """Validated (ignore_index, label_smoothing) of cross-entropy and NLL."""
     ignore_index = _v.integer(ignore_index, "ignore_index")
+    if not -2 ** 63 <= ignore_index < 2 ** 63:  # torch's int64; else an OverflowError below
+        raise ValueError(f"ignore_index: expected an integer in the int64 range, "
+                         f"got {ignore_index}")
     smoothing = _v.real_number(label_smoothing, "label_smoothing")
     if smoothing > 1.0:
         raise ValueError(f"label_smoothing: expected a value in [0, 1], got {smoothing}")
-    smoothing = max(smoothing, 0.0)  # torch treats a negative value as 0
+    return ignore_index, max(smoothing, 0.0)  # torch treats a negative value as 0
+
+
+def _class_operands(input, target, weight, ignore_index, smoothing, probabilities):
+    """Operands of cross-entropy (probabilities=True allows probability targets) and
+    NLL; ignore_index and smoothing come validated from _class_options."""
+    if weight is None and _softmax.plain_rows(input, target):  # the common case, kept fast
+        outer, classes = input.shape
+        count = _softmax.target_weight_sum(target, classes, ignore_index, None)
+        return _softmax.Operands(input, outer, classes, 1, (outer,), target, None, None,
+                                 ignore_index, smoothing, float(classes), count)
+    x = _v.contiguous(_v.float_array(input, "input"))
+    outer, classes, inner, loss_shape = _class_layout(x)
     w = _class_weight(weight, classes, x.dtype)
     weight_sum = float(classes) if w is None else float(np.sum(w, dtype=np.float64))
-    target_shape = np.shape(target)
-    if probabilities and target_shape == x.shape:
+    if probabilities and np.shape(target) == x.shape:
         y = np.asarray(target)
         if y.dtype.kind != "f":
             raise TypeError(f"target: expected floating-point class probabilities of input's "
@@ -365,11 +381,11 @@ def _class_operands(input, target, weight, ignore_index, label_smoothing, probab
                              f"(not supported for floating point target), got {ignore_index}")
         prob = _v.contiguous(_v.operand(y, "target", x.dtype))
         return _softmax.Operands(x, outer, classes, inner, loss_shape, None, prob, w,
-                                    ignore_index, smoothing, weight_sum, float(outer * inner))
+                                 ignore_index, smoothing, weight_sum, float(outer * inner))
     t = _class_targets(target, x, loss_shape)
     count = _softmax.target_weight_sum(t, classes, ignore_index, w)
     return _softmax.Operands(x, outer, classes, inner, loss_shape, t, None, w, ignore_index,
-                                smoothing, weight_sum, count)
+                             smoothing, weight_sum, count)
 
 
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
@@ -390,7 +406,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     np.float64(1.1019428482292442)
     """
     reduction = _v.reduction(reduction, size_average, reduce)
-    ops = _class_operands(input, target, weight, ignore_index, label_smoothing, True)
+    ignore_index, smoothing = _class_options(ignore_index, label_smoothing)
+    ops = _class_operands(input, target, weight, ignore_index, smoothing, True)
     value, grad = _softmax.evaluate(ops, "ce", reduction, True, return_grad, grad_output)
     return (value, grad) if return_grad else value
 
@@ -409,6 +426,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     np.float64(-3.5)
     """
     reduction = _v.reduction(reduction, size_average, reduce)
+    ignore_index = _class_options(ignore_index, 0.0)[0]
     ops = _class_operands(input, target, weight, ignore_index, 0.0, False)
     value, grad = _softmax.evaluate(ops, "nll", reduction, True, return_grad, grad_output)
     return (value, grad) if return_grad else value
@@ -557,10 +575,17 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     return _finish(ops, reduction, return_grad, grad_output)
 
 
+class _NoClassDimError(ValueError, IndexError):
+    """A 0-d input where a class dim is needed: ValueError (a wrong shape, API.md)
+    that is also torch's IndexError ("Dimension specified as -1 but tensor has no
+    dimensions"), as NumPy's AxisError is both."""
+
+
 def _multilabel_soft_margin_operands(input, target, weight):
     a = _v.float_array(input, "input")
     if a.ndim == 0:
-        raise IndexError("input: expected at least 1 dimension (the classes), got a 0-d array")
+        raise _NoClassDimError("input: expected at least 1 dimension (the classes), "
+                               "got a 0-d array")
     b = _v.operand(target, "target", a.dtype)
     shape = _silent_broadcast(a, [("target", b)])
     if shape != a.shape:
@@ -577,7 +602,9 @@ def _multilabel_soft_margin_finish(ops, reduction, return_grad, grad_output):
     classes = a.shape[-1]
     if reduction == "none":  # two sweeps: the per-element terms, then the gradient
         loss = _evaluate(ops, "none", True, False, None)[0]
-        value = np.asarray(np.sum(loss, axis=-1, dtype=np.float64) / classes, dtype=a.dtype)
+        with np.errstate(invalid="ignore", divide="ignore"):  # C = 0: rows of 0/0 = nan, quietly
+            value = np.asarray(np.sum(loss, axis=-1, dtype=np.float64) / classes,
+                               dtype=a.dtype)
         if not return_grad:
             return value
         if grad_output is None:

@@ -195,8 +195,7 @@ class _ClassLoss(_Loss):
                  reduction="mean", label_smoothing=0.0):
         super().__init__(size_average, reduce, reduction)
         self.weight = weight
-        self.ignore_index = _v.integer(ignore_index, "ignore_index")
-        self.label_smoothing = _v.real_number(label_smoothing, "label_smoothing")
+        self.ignore_index, self.label_smoothing = F._class_options(ignore_index, label_smoothing)
 
     def _operands(self, input, target):
         return F._class_operands(input, target, self.weight, self.ignore_index,

@@ -196,8 +196,10 @@ inline void softmax_tile(const SoftmaxArgs<T>& p, const T* __restrict x, const T
                 const double wc = double(weight_of(p, c));
                 for (index j = 0; j < L; ++j) wz[j] += wc * double(x[c * S + j] - m[j]);
             }
+        T log_s[TILE];  // in T: float32's log is accurate enough for a float32 loss
+        for (index j = 0; j < L; ++j) log_s[j] = vlog(s[j]);
         for (index j = 0; j < L; ++j) {
-            const double v = index_row_loss(vlog(double(s[j])), z_t[j], w_t[j], wz[j], e, C,
+            const double v = index_row_loss(double(log_s[j]), z_t[j], w_t[j], wz[j], e, C,
                                             p.weight_sum);
             losses[j] = ignored[j] ? 0.0 : v;
         }
@@ -206,7 +208,7 @@ inline void softmax_tile(const SoftmaxArgs<T>& p, const T* __restrict x, const T
             T a[TILE], b[TILE];
             for (index j = 0; j < L; ++j) {
                 const double sc = ignored[j] ? 0.0 : scale[j];
-                a[j] = T(sc * ((1.0 - e) * w_t[j] + e * p.weight_sum / C) / double(s[j]));
+                a[j] = T(sc * ((1.0 - e) * w_t[j] + e * p.weight_sum / C)) / s[j];
                 b[j] = T(sc * e / C);
             }
             for (index c = 0; c < C; ++c) {
@@ -218,11 +220,12 @@ inline void softmax_tile(const SoftmaxArgs<T>& p, const T* __restrict x, const T
         }
     } else {
         const T keep = T(1.0 - e), spread = T(e / C);
-        double wy[TILE], log_s[TILE];
+        double wy[TILE];
+        T log_s[TILE];
         for (index j = 0; j < L; ++j) {
             wy[j] = 0.0;
             losses[j] = 0.0;
-            log_s[j] = vlog(double(s[j]));
+            log_s[j] = vlog(s[j]);
         }
         for (index c = 0; c < C; ++c) {
             const T wc = weight_of(p, c);
@@ -290,8 +293,8 @@ inline index softmax_unit(const SoftmaxArgs<T>& p, SoftmaxLayout layout, index u
     const index r0 = u * TILE, L = std::min(TILE, p.outer - r0);
     T x_t[SMALL_C * TILE], y_t[SMALL_C * TILE], g_t[SMALL_C * TILE];
     const T* x = p.x + r0 * C;
-    for (index j = 0; j < L; ++j)
-        for (index c = 0; c < C; ++c) x_t[c * TILE + j] = x[j * C + c];
+    for (index c = 0; c < C; ++c)
+        for (index j = 0; j < L; ++j) x_t[c * TILE + j] = x[j * C + c];
     if (p.prob) {
         const T* y = p.prob + r0 * C;
         for (index j = 0; j < L; ++j)

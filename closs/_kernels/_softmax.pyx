@@ -82,6 +82,22 @@ def target_weight_sum(cnp.ndarray[int64_t, ndim=1, mode="c"] target, Py_ssize_t 
     return total
 
 
+def plain_rows(x, t):
+    """True for the common case that needs no conversion: x a C-contiguous,
+    aligned (N, C) float32/float64 array and t a contiguous int64 array of N
+    class indices."""
+    if type(x) is not cnp.ndarray or type(t) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray> x, b = <cnp.ndarray> t
+    cdef int kind = cnp.PyArray_TYPE(a)
+    return ((kind == cnp.NPY_FLOAT32 or kind == cnp.NPY_FLOAT64)
+            and cnp.PyArray_NDIM(a) == 2 and cnp.PyArray_ISCARRAY_RO(a)
+            and not cnp.PyArray_ISBYTESWAPPED(a)
+            and cnp.PyArray_TYPE(b) == cnp.NPY_INT64 and cnp.PyArray_NDIM(b) == 1
+            and cnp.PyArray_ISCARRAY_RO(b) and not cnp.PyArray_ISBYTESWAPPED(b)
+            and cnp.PyArray_DIM(b, 0) == cnp.PyArray_DIM(a, 0))
+
+
 cdef class Operands:
     """The validated operands of one cross-entropy / NLL call.
 
