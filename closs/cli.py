@@ -1,0 +1,255 @@
+"""The ``closs`` command: ``closs info`` and ``closs bench``.
+
+    closs info                      build, CPU and peer libraries
+    closs bench --quick             a short comparison (MSE and L1, float32)
+    closs bench --json out.json     everything, with machine information
+    closs bench --markdown          a Markdown table for the README
+
+The benchmark itself lives in closs/_bench.py.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import platform
+import sys
+import time
+
+import numpy as np
+
+import closs
+
+QUICK_LOSSES = ("mse", "l1")
+QUICK_DTYPES = ("float32",)
+DEFAULT_SIZES = (100, 100_000, 10_000_000)
+
+
+def _csv(convert):
+    def parse(text):
+        items = [t for t in (s.strip() for s in text.split(",")) if t]
+        if not items:
+            raise argparse.ArgumentTypeError("expected a comma-separated list")
+        try:
+            return [convert(t) for t in items]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
+
+
+def _size(text):
+    value = float(text)
+    if not value.is_integer() or value < 1:
+        raise ValueError(f"size: expected a positive integer such as 100 or 1e5, got {text!r}")
+    return int(value)
+
+
+def _loss(text):
+    from . import _bench
+
+    return "all" if text.strip().lower() == "all" else _bench.loss_key(text)
+
+
+def _dtype(text):
+    if text not in ("float32", "float64"):
+        raise ValueError(f"dtype: expected float32 or float64, got {text!r}")
+    return text
+
+
+def _choice(options):
+    def convert(text):
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {text!r}")
+        return text
+    return convert
+
+
+def _positive_int(text):
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+
+def build_parser():
+    from . import _bench
+
+    parser = argparse.ArgumentParser(
+        prog="closs", description="closs: loss functions and gradients for NumPy arrays.")
+    parser.add_argument("--version", action="version", version=f"closs {closs.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{info,bench}")
+    sub.required = True
+
+    info = sub.add_parser("info", help="build flags, CPU features, threads, peer libraries")
+    info.add_argument("--json", action="store_true", help="print the information as JSON")
+
+    bench = sub.add_parser(
+        "bench", help="time closs against NumPy, torch and JAX",
+        description="Time the regression losses (value, and value+grad) of closs against "
+                    "a vectorised NumPy implementation, torch and jax (when importable), "
+                    "after checking that every peer agrees with closs.")
+    bench.add_argument("--quick", action="store_true",
+                       help=f"a short run: {','.join(QUICK_LOSSES)}, float32, fewer repeats "
+                            "(explicit --losses/--dtypes/--sizes still apply)")
+    bench.add_argument("--losses", type=_csv(_loss), metavar="l1,mse,...",
+                       help=f"losses to run: {','.join(_bench.LOSSES)} or all (default: all)")
+    bench.add_argument("--dtypes", type=_csv(_dtype), metavar="float32,float64",
+                       help="dtypes (default: float32,float64)")
+    bench.add_argument("--sizes", type=_csv(_size), metavar="100,1e5,1e7",
+                       help="number of elements (default: 100,1e5,1e7)")
+    bench.add_argument("--modes", type=_csv(_choice(_bench.MODES)), metavar="value,value+grad",
+                       help="what is computed (default: both)")
+    bench.add_argument("--impls", type=_csv(_choice(_bench.IMPLS)),
+                       metavar="closs,numpy,torch,jax",
+                       help="implementations (default: all that are importable; closs always)")
+    bench.add_argument("--threads", type=_positive_int, metavar="N",
+                       help="threads for closs and torch (default: closs's default, "
+                            "CLOSS_NUM_THREADS or all cores)")
+    bench.add_argument("--json", metavar="FILE",
+                       help="write the results and machine information as JSON ('-': stdout, "
+                            "then no table is printed)")
+    bench.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    bench.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+# ----------------------------------------------------------------------------------
+# closs info
+# ----------------------------------------------------------------------------------
+
+def _info(args, out):
+    from . import _bench
+
+    info = _bench.machine_info()
+    if args.json:
+        print(json.dumps(info, indent=2), file=out)
+        return 0
+    onoff = "on" if info["closs_openmp"] else "off"
+    lines = [
+        f"closs {info['closs']}",
+        f"  build flags   {info['closs_build_flags'] or '(not recorded)'}",
+        f"  OpenMP        {onoff}",
+        f"  SIMD          supported: {info['closs_simd_supported']}, "
+        f"selected: {info['closs_simd_selected']}",
+        f"  threads       {info['closs_threads']} (of {info['cores']} available cores)",
+        f"  CPU           {info['cpu']}",
+        f"  python        {info['python']} ({platform.python_implementation()})",
+        f"  numpy         {info['numpy']}",
+        "peers",
+    ]
+    labels = {"torch": "torch", "jax": "jax", "sklearn": "scikit-learn", "tqdm": "tqdm"}
+    for name, label in labels.items():
+        version = info["peers"].get(name)
+        if version is None:
+            exc = _bench.import_peer(name)
+            detail = "not installed" if isinstance(exc, ModuleNotFoundError) else \
+                f"not importable ({type(exc).__name__}: {exc})"
+            lines.append(f"  {label:<13} {detail}")
+        else:
+            extra = f" ({info['torch_threads']} threads)" if name == "torch" else ""
+            lines.append(f"  {label:<13} {version}{extra}")
+    for key, value in info["env"].items():
+        lines.append(f"  ${key}={value}")
+    print("\n".join(lines), file=out)
+    return 0
+
+
+# ----------------------------------------------------------------------------------
+# closs bench
+# ----------------------------------------------------------------------------------
+
+def _bench_cmd(args, out):
+    from . import _bench
+
+    losses = args.losses or (list(QUICK_LOSSES) if args.quick else ["all"])
+    if "all" in losses:
+        losses = list(_bench.LOSSES)
+    losses = list(dict.fromkeys(losses))
+    dtypes = args.dtypes or (list(QUICK_DTYPES) if args.quick else ["float32", "float64"])
+    sizes = args.sizes or list(DEFAULT_SIZES)
+    modes = args.modes or list(_bench.MODES)
+    impls = ["closs"] + [m for m in (args.impls or _bench.IMPLS) if m != "closs"]
+    missing = [m for m in impls if not _bench.available(m)]
+    impls = [m for m in impls if m not in missing]
+    for m in missing:
+        print(f"closs bench: {m} is not importable; skipped", file=sys.stderr)
+    if args.threads:
+        _bench.set_threads(args.threads)
+    elif "torch" in impls:
+        # the same thread count for both: closs's default is every available core
+        _bench.set_threads(closs.get_num_threads())
+    budget = _bench.QUICK if args.quick else _bench.FULL
+
+    load = _bench.LoadMeter()
+    t0 = time.perf_counter()
+    results = _bench.run(losses, dtypes, sizes, modes, impls, budget, seed=args.seed,
+                         progress=not args.no_progress)
+    elapsed = time.perf_counter() - t0
+    other_load = load.other_load()
+    busy = other_load is not None and other_load > _bench.BUSY
+    if busy:
+        print(f"\ncloss bench: other processes used {other_load:.0%} of the CPUs during the run; "
+              "the timings are likely distorted", file=sys.stderr)
+
+    mismatches = [(r, p) for r in results for p, c in r["check"].items() if not c["ok"]]
+    if args.json:
+        doc = {
+            "closs_bench": 1,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "argv": sys.argv[1:],
+            "config": {"losses": losses, "dtypes": dtypes, "sizes": sizes, "modes": modes,
+                       "impls": impls, "quick": args.quick, "seed": args.seed,
+                       "budget": dataclasses.asdict(budget),
+                       "rtol": _bench.RTOL},
+            "machine": _bench.machine_info(),
+            "elapsed_seconds": elapsed,
+            "other_load": other_load,
+            "note": _bench.TABLE_NOTE,
+            "results": results,
+        }
+        text = json.dumps(doc, indent=1, default=_json_default)
+        if args.json == "-":
+            print(text, file=out)
+        else:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    if args.json != "-":
+        m = _bench.machine_info(peers=())
+        threads = f"closs {m['closs_threads']} threads"
+        if "torch" in impls:
+            threads += f", torch {_bench.import_peer('torch').get_num_threads()}"
+        print(f"closs {closs.__version__} | {m['cpu']}, {m['cores']} cores | {threads} | "
+              f"SIMD {m['closs_simd_selected']} | numpy {np.__version__}", file=out)
+        print(_bench.format_table(results, markdown=args.markdown), file=out)
+        load_note = "" if other_load is None else f"; other processes: {other_load:.0%} of the CPUs"
+        print(f"\n{_bench.TABLE_NOTE}\n{len(results)} cases in {elapsed:.1f} s{load_note}",
+              file=out)
+    if mismatches:
+        print(f"\n*** {len(mismatches)} MISMATCH(ES) with closs:", file=sys.stderr)
+        for r, p in mismatches:
+            c = r["check"][p]
+            print(f"***   {p}: {r['loss']} {r['dtype']} {r['size']} {r['mode']}: value rel. err "
+                  f"{c['value_err']:.3g}, grad rel. err {c['grad_err']:.3g}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def main(argv=None):
+    """Entry point of the ``closs`` script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    out = sys.stdout
+    if args.command == "info":
+        return _info(args, out)
+    return _bench_cmd(args, out)
+
+
+if __name__ == "__main__":  # python -m closs.cli
+    sys.exit(main())
