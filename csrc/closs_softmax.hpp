@@ -105,15 +105,13 @@ inline double softmax_row(const SoftmaxArgs<T>& p, index r) {
     const T* __restrict x = p.x + r * C;
     T* __restrict g = GRAD ? p.grad + r * C : nullptr;
     const double e = p.smoothing;
-    const double scale = p.grad_output ? p.gscale * double(p.grad_output[r]) : p.gscale;
-    std::int64_t t = 0;
-    if (p.target) {
-        t = p.target[r];
-        if (t == p.ignore_index) {
-            if constexpr (GRAD) std::fill(g, g + C, T(0));
-            return 0.0;
-        }
-    }
+    const double row_scale = p.grad_output ? p.gscale * double(p.grad_output[r]) : p.gscale;
+    // An ignored row has loss 0; its gradient is computed with scale 0, so it
+    // is 0, or nan where the row has a nan or +inf logit, as torch.
+    const bool ignored = p.target && p.target[r] == p.ignore_index;
+    if (ignored && !GRAD) return 0.0;
+    const std::int64_t t = p.target && !ignored ? p.target[r] : 0;
+    const double scale = ignored ? 0.0 : row_scale;
     const T m = row_max(x, C);
     const double s = row_expsum<T, GRAD>(x, C, m, g);
     const double log_s = vlog(s);
@@ -126,7 +124,7 @@ inline double softmax_row(const SoftmaxArgs<T>& p, index r) {
         loss = index_row_loss(log_s, double(x[t] - m), w_t, wz, e, C, p.weight_sum);
         if constexpr (GRAD) {
             const T a = T(scale * ((1.0 - e) * w_t + e * p.weight_sum / C) / s);
-            const T b = T(scale * e / C);
+            const T b = e != 0.0 ? T(scale * e / C) : T(0);  // no inf * 0 for a zero 'mean' denominator
             if (p.weight)
                 for (index c = 0; c < C; ++c) g[c] = g[c] * a - b * p.weight[c];
             else
@@ -147,7 +145,7 @@ inline double softmax_row(const SoftmaxArgs<T>& p, index r) {
             for (index c = 0; c < C; ++c) g[c] = g[c] * a - b * (weight_of(p, c) * (keep * y[c] + spread));
         }
     }
-    return loss;
+    return ignored ? 0.0 : loss;
 }
 
 constexpr index TILE = 64;      // positions handled together by softmax_tile
@@ -209,7 +207,7 @@ inline void softmax_tile(const SoftmaxArgs<T>& p, const T* __restrict x, const T
             for (index j = 0; j < L; ++j) {
                 const double sc = ignored[j] ? 0.0 : scale[j];
                 a[j] = T(sc * ((1.0 - e) * w_t[j] + e * p.weight_sum / C)) / s[j];
-                b[j] = T(sc * e / C);
+                b[j] = e != 0.0 ? T(sc * e / C) : T(0);
             }
             for (index c = 0; c < C; ++c) {
                 const T wc = weight_of(p, c);
@@ -258,7 +256,7 @@ enum SoftmaxLayout { ROWS, GATHER, STRIDED };
 
 template <class T>
 inline SoftmaxLayout layout_of(const SoftmaxArgs<T>& p) {
-    return p.inner > 1 ? STRIDED : p.classes < SMALL_C ? GATHER : ROWS;
+    return p.inner != 1 ? STRIDED : p.classes < SMALL_C ? GATHER : ROWS;  // inner 0: no units
 }
 
 template <class T>

@@ -2,7 +2,8 @@
 
 Run from the repository root with an environment that has torch::
 
-    python tests/golden/make_golden.py
+    python tests/golden/make_golden.py                  # every family
+    python tests/golden/make_golden.py classification   # only one of them
 
 Each file holds small, seeded float64 cases of one loss family: the call
 (options, reduction, arguments, upstream gradient) and torch's value and
@@ -11,9 +12,17 @@ float var gets d value / d var of the scalar).  tests/test_regression.py checks
 closs against these files without torch.  Arrays are stored as
 {"shape": [...], "data": [flat list]}; floats use repr (exact round trip);
 NaN / Infinity use Python's json extensions.
+
+The classification family (cross_entropy, nll_loss, binary_cross_entropy,
+binary_cross_entropy_with_logits, kl_div, multilabel_soft_margin_loss) goes to
+tests/golden/classification/<functional>.json, checked by
+tests/test_classification.py.  There, integer arrays (class-index targets)
+carry "dtype": "int64", and array options (weight, pos_weight) are stored in
+"kwargs" in the same {"shape", "data"} form.
 """
 import json
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -224,8 +233,7 @@ def gaussian_family():
     fam.write()
 
 
-def main():
-    torch.set_default_dtype(torch.float64)
+def regression():
     difference_family("l1_loss", 11, [{}], True)
     difference_family("mse_loss", 22, [{}], True)
     difference_family("smooth_l1_loss", 33, [{"beta": 1.0}, {"beta": 0.0}, {"beta": 0.5},
@@ -235,5 +243,240 @@ def main():
     gaussian_family()
 
 
+# ---------------------------------------------------------------------------------
+# classification / probabilistic losses (tests/golden/classification/)
+# ---------------------------------------------------------------------------------
+
+CLASS_DIR = os.path.join(HERE, "classification")
+
+
+def enc_any(a):
+    """enc() that keeps integer arrays (class indices) integer."""
+    a = np.asarray(a)
+    if a.dtype.kind in "iu":
+        return {"shape": list(a.shape), "data": [int(v) for v in a.ravel()], "dtype": "int64"}
+    return enc(a)
+
+
+def enc_kwargs(kwargs):
+    return {k: enc_any(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+
+
+def torch_class_call(func, args, kwargs, grad_output):
+    """torch's value and gradient w.r.t. input (float64; index targets int64)."""
+    x = torch.from_numpy(np.array(args[0], dtype=np.float64)).requires_grad_(True)
+    y = np.asarray(args[1])
+    y = torch.from_numpy(y.astype(np.int64) if y.dtype.kind in "iu" else
+                         np.array(y, dtype=np.float64))
+    kw = {k: torch.from_numpy(np.array(v, dtype=np.float64)) if isinstance(v, np.ndarray)
+          else v for k, v in kwargs.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = getattr(torch.nn.functional, func)(x, y, **kw)
+    go = torch.ones_like(out) if grad_output is None else torch.as_tensor(
+        np.asarray(grad_output, dtype=np.float64)).reshape(out.shape)
+    out.backward(go)
+    g = x.grad if x.grad is not None else torch.zeros_like(x)
+    return out.detach().numpy(), g.numpy()
+
+
+class ClassFamily(Family):
+    def add(self, case_id, args, kwargs, reduction, grad_output=None):
+        kw = dict(kwargs)
+        kw["reduction"] = reduction
+        value, grad = torch_class_call(self.func, args, kw, grad_output)
+        self.cases.append({
+            "id": case_id,
+            "kwargs": enc_kwargs(kwargs),
+            "reduction": reduction,
+            "args": [enc_any(a) for a in args],
+            "grad_output": None if grad_output is None else enc(
+                grad_output if reduction == "none" else float(grad_output)),
+            "value": enc(value) if reduction == "none" else float(value),
+            "grads": [enc(grad)],
+        })
+
+    def write(self):
+        os.makedirs(CLASS_DIR, exist_ok=True)
+        path = os.path.join(CLASS_DIR, self.func + ".json")
+        with open(path, "w") as f:
+            json.dump({"generator": "tests/golden/make_golden.py",
+                       "torch_version": torch.__version__,
+                       "func": self.func, "cases": self.cases}, f, separators=(",", ":"))
+            f.write("\n")
+        print(f"{path}: {len(self.cases)} cases, {os.path.getsize(path)} bytes")
+
+
+def _loss_shape(func, x):
+    if func in ("cross_entropy", "nll_loss"):
+        return () if x.ndim == 1 else (x.shape[0],) + x.shape[2:]
+    if func == "multilabel_soft_margin_loss":
+        return x.shape[:-1]
+    return x.shape
+
+
+def cross_entropy_family(func, seed):
+    fam = ClassFamily(func, seed)
+    rng = fam.rng
+    nll = func == "nll_loss"
+    w3 = np.array([0.5, 2.0, 1.25])
+    option_sets = [{}, {"weight": w3}, {"ignore_index": 1}, {"weight": w3, "ignore_index": 1}]
+    if not nll:
+        option_sets += [{"label_smoothing": 0.25},
+                        {"weight": w3, "ignore_index": 1, "label_smoothing": 0.25}]
+    shapes = [(3,), (4, 3), (2, 3, 2), (2, 3, 2, 2)]
+    k = 0
+    for opts in option_sets:
+        for reduction in REDUCTIONS:
+            for shape in shapes[k % 2::2]:  # half of the shapes per option set/reduction
+                x = r3(rng.uniform(-3, 3, shape))
+                if nll:
+                    x = -np.abs(x)
+                tshape = () if len(shape) == 1 else (shape[0],) + shape[2:]
+                t = rng.integers(0, 3, tshape)
+                fam.add(f"{opts}-{reduction}-{shape}", [x, t], opts, reduction,
+                        fam.grad_output(reduction, tshape, k))
+                k += 1
+    if not nll:  # probability targets (need not sum to 1)
+        for opts in [{}, {"weight": w3, "label_smoothing": 0.25}]:
+            for reduction in REDUCTIONS:
+                shape = [(4, 3), (2, 3, 2)][k % 2]
+                x = r3(rng.uniform(-3, 3, shape))
+                y = r3(rng.uniform(0, 1, shape))
+                fam.add(f"prob-{opts}-{reduction}-{shape}", [x, y], opts, reduction,
+                        fam.grad_output(reduction, _loss_shape(func, x), k))
+                k += 1
+    for reduction in REDUCTIONS:
+        # every target ignored: 'mean' is nan with a zero gradient
+        fam.add(f"all-ignored-{reduction}", [r3(rng.uniform(-3, 3, (2, 3))),
+                                              np.array([-100, -100])], {}, reduction)
+        fam.add(f"empty-{reduction}", [np.zeros((0, 3)), np.zeros((0,), np.int64)], {},
+                reduction)
+    fam.add("C=1", [np.array([[0.25], [-1.5]]), np.array([0, 0])], {}, "sum")
+    if not nll:
+        fam.add("extreme", [np.array([1000.0, 0.0, -1000.0]), np.array(1)], {}, "mean")
+        fam.add("-inf-non-target", [np.array([[-np.inf, 0.5, 1.0], [0.25, -np.inf, 2.0]]),
+                                    np.array([1, 2])], {}, "none")
+        fam.add("nonfinite", [np.array([[np.inf, 0.5, 1.0], [np.nan, 0.0, 2.0],
+                                        [1.0, 2.0, 3.0]]), np.array([1, 2, 0])], {}, "none")
+    else:  # spec section 4 anchor
+        x = np.array([[1, 2, .5], [.1, -1, 3], [2, 2, 2], [0, 1, -1]])
+        x = x - np.log(np.sum(np.exp(x), axis=1, keepdims=True))
+        t = np.array([1, 2, 0, 2])
+        w = np.array([0.2, 1.0, 3.0])
+        fam.add("anchor", [x, t], {}, "mean")
+        fam.add("anchor-weight", [x, t], {"weight": w}, "mean")
+        fam.add("anchor-weight-ignore", [x, t], {"weight": w, "ignore_index": 2}, "sum")
+    fam.write()
+
+
+def binary_family(func, seed):
+    fam = ClassFamily(func, seed)
+    rng = fam.rng
+    logits = func == "binary_cross_entropy_with_logits"
+    option_sets = [{}, {"weight": np.array([0.5, 2.0, 1.25])}]
+    if logits:
+        option_sets += [{"pos_weight": np.array([3.0, 0.5, 1.0])},
+                        {"weight": np.array([[1.5], [0.25]]),
+                         "pos_weight": np.array([3.0, 0.5, 1.0])}]
+    k = 0
+    for opts in option_sets:
+        for reduction in REDUCTIONS:
+            shape = (2, 3)
+            x = r3(rng.uniform(-4, 4, shape) if logits else rng.uniform(0.01, 0.99, shape))
+            y = r3(rng.uniform(0, 1, shape))
+            fam.add(f"{opts}-{reduction}", [x, y], opts, reduction,
+                    fam.grad_output(reduction, shape, k))
+            k += 1
+    for reduction in REDUCTIONS:
+        fam.add(f"empty-{reduction}", [np.zeros((0, 2)), np.zeros((0, 2))], {}, reduction)
+    if logits:  # spec section 6 anchor, with and without pos_weight
+        x = np.array([-200, -30, -1, 0, 2, 40, 800.0])
+        y = np.array([1, 0, .3, 1, 0, 1, 0])
+        fam.add("anchor", [x, y], {}, "none")
+        fam.add("anchor-pos_weight", [x, y], {"pos_weight": np.array([3.0])}, "none")
+        fam.add("nonfinite", [np.array([np.inf, -np.inf, np.inf, np.nan, 1.0]),
+                              np.array([1.0, 0.0, 0.0, 1.0, 0.5])], {}, "none")
+    else:  # spec section 5: clamped logs, float32(1e-12) in the gradient
+        x = np.array([0.0, 1.0, 0.0, 1.0, 0.999999, 1e-20, 0.5])
+        y = np.array([1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.25])
+        fam.add("extremes", [x, y], {}, "none")
+        fam.add("extremes-sum", [x, y], {}, "sum")
+        fam.add("0-d", [np.array(0.375), np.array(0.75)], {}, "mean")
+    fam.write()
+
+
+def kl_family():
+    fam = ClassFamily("kl_div", 7070)
+    rng = fam.rng
+    k = 0
+    for log_target in (False, True):
+        for reduction in REDUCTIONS + ("batchmean",):
+            shape = (3, 4)
+            x = r3(np.log(rng.dirichlet(np.ones(4), 3)))
+            y = r3(rng.dirichlet(np.ones(4), 3))
+            if log_target:
+                y = r3(np.log(y))
+            fam.add(f"log_target={log_target}-{reduction}", [x, y], {"log_target": log_target},
+                    reduction, fam.grad_output(reduction, shape, k))
+            k += 1
+    x = np.array([[-1.2, -.5, -2], [-.1, -3, -.7]])
+    y = np.array([[.3, .7, 0], [.5, .2, .3]])
+    for reduction in ("sum", "batchmean", "mean"):
+        fam.add(f"anchor-{reduction}", [x, y], {}, reduction)
+    fam.add("anchor-log_target", [x, y], {"log_target": True}, "sum")
+    fam.add("broadcast-target-batchmean", [r3(rng.uniform(-3, 0, (1, 3))),
+                                          r3(rng.uniform(0, 1, (4, 3)))], {}, "batchmean")
+    fam.add("broadcast-input-sum", [r3(rng.uniform(-3, 0, (2, 3))),
+                                    r3(rng.uniform(0, 1, (3,)))], {}, "sum")
+    fam.add("special", [np.array([np.inf, -np.inf, np.nan, 1.0, 1.0, 0.5]),
+                        np.array([0.0, 0.0, 0.0, -0.5, np.inf, 0.0])], {}, "none")
+    fam.add("0-d-batchmean", [np.array(-0.75), np.array(0.25)], {}, "batchmean")
+    fam.add("empty-batchmean", [np.zeros((0, 3)), np.zeros((0, 3))], {}, "batchmean")
+    fam.write()
+
+
+def multilabel_soft_margin_family():
+    fam = ClassFamily("multilabel_soft_margin_loss", 8080)
+    rng = fam.rng
+    k = 0
+    for opts in [{}, {"weight": np.array([1.0, 2.0, 0.5])}]:
+        for reduction in REDUCTIONS:
+            for shape in [(3,), (2, 3), (2, 2, 3)][k % 3:k % 3 + 2]:
+                x = r3(rng.uniform(-4, 4, shape))
+                y = (rng.random(shape) < 0.5).astype(np.float64)
+                fam.add(f"{opts}-{reduction}-{shape}", [x, y], opts, reduction,
+                        fam.grad_output(reduction, shape[:-1], k))
+                k += 1
+    x = np.array([[.3, -.5, 2], [1, 0, -40]])
+    y = np.array([[1.0, 0, 1], [0, 1, 0]])
+    fam.add("anchor-none", [x, y], {}, "none")
+    fam.add("anchor-weight", [x, y], {"weight": np.array([1, 2, .5])}, "mean")
+    fam.add("broadcast-target", [r3(rng.uniform(-4, 4, (3, 4))), np.array([1.0, 0, 0, 1])], {},
+            "sum")
+    fam.add("extreme", [np.array([[1e4, -1e4, 40.0], [-40.0, 0.0, 800.0]]),
+                        np.array([[0.0, 1.0, 1.0], [0.0, 0.5, 1.0]])], {}, "none")
+    fam.add("empty", [np.zeros((0, 3)), np.zeros((0, 3))], {}, "mean")
+    fam.write()
+
+
+def classification():
+    cross_entropy_family("cross_entropy", 3030)
+    cross_entropy_family("nll_loss", 4040)
+    binary_family("binary_cross_entropy", 5050)
+    binary_family("binary_cross_entropy_with_logits", 6060)
+    kl_family()
+    multilabel_soft_margin_family()
+
+
+FAMILIES = {"regression": regression, "classification": classification}
+
+
+def main(argv=()):
+    torch.set_default_dtype(torch.float64)
+    for name in argv or FAMILIES:
+        FAMILIES[name]()
+
+
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
