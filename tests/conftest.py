@@ -43,6 +43,7 @@ import closs
 import closs.functional as CF
 
 PYTHON = sys.executable
+OUTSIDE_REPO = os.path.dirname(os.path.abspath(os.sep))  # the filesystem root
 FLOATS = (np.float32, np.float64)
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -397,8 +398,10 @@ def run_python(code, env_update=None, timeout=120):
             env.pop(k, None)
         else:
             env[k] = v
+    # cwd outside the repository: `python -c` puts the cwd first on sys.path, and the
+    # source tree's closs/ (without compiled kernels) would shadow the installed one
     return subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+                          timeout=timeout, cwd=OUTSIDE_REPO)
 
 
 @pytest.fixture

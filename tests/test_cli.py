@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from closs import _bench
+from conftest import OUTSIDE_REPO
 from closs.cli import main
 
 TINY = ["bench", "--quick", "--sizes", "100", "--no-progress"]
@@ -23,7 +24,7 @@ def test_info_prints_build_and_peers(capsys):
 
 def test_info_json():
     proc = subprocess.run([sys.executable, "-m", "closs.cli", "info", "--json"],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, cwd=OUTSIDE_REPO)
     info = json.loads(proc.stdout)
     assert {"cpu", "cores", "numpy", "closs", "closs_openmp", "closs_simd_selected",
             "closs_threads", "peers"} <= info.keys()
@@ -69,7 +70,7 @@ def test_bench_peers_agree_with_closs():
         [sys.executable, "-m", "closs.cli"] + TINY
         + ["--losses", "poisson_nll,gaussian_nll,smooth_l1", "--modes", "value+grad",
            "--dtypes", "float32,float64", "--json", "-"],
-        capture_output=True, text=True)
+        capture_output=True, text=True, cwd=OUTSIDE_REPO)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert len(doc["results"]) == 6
