@@ -42,7 +42,7 @@ import numpy as np
 
 import closs
 
-IMPLS = ("closs", "numpy", "torch", "jax")
+IMPLS = ("closs", "numpy", "torch", "jax", "sklearn")
 PEERS = ("torch", "jax", "sklearn")  # reported by `closs info`
 MODES = ("value", "value+grad")
 RTOL = {"float32": 1e-4, "float64": 1e-9}
@@ -200,13 +200,16 @@ class LossSpec:
     numpy_value_and_grad: Callable
     torch_fn: Callable  # (F, *tensors) -> loss tensor
     jax_fn: Callable  # (jnp, lax, *arrays) -> scalar
+    n_args: int = 2  # full-size arrays read (for GB/s; class indices are not counted)
+    sklearn_fn: Callable = None  # (grad_mode, *arrays) -> (value, grad), scikit-learn's Cython loss
+    title: str = None  # the row's name in tables (default: name)
+
+    @property
+    def label(self):
+        return self.title or self.name
 
     def closs_module(self):
         return getattr(closs, self.name)()
-
-    @property
-    def n_args(self):
-        return 3 if self.key == "gaussian" else 2
 
 
 LOSSES = {
@@ -228,9 +231,88 @@ LOSSES = {
                  lambda jnp, lax, x, y: jnp.mean(jnp.exp(x) - y * x)),
         LossSpec("gaussian_nll", "GaussianNLLLoss", _gaussian_data, (0, 2), _np_gaussian,
                  _np_gaussian_vg, lambda F, x, y, v: F.gaussian_nll_loss(x, y, v, eps=GAUSS_EPS),
-                 _jax_gaussian),
+                 _jax_gaussian, n_args=3),
     ]
 }
+
+
+# Classification: logits (n / C, C) with class indices; binary losses on n logits.
+
+def _logits_data(classes):
+    def make(rng, n, dtype):
+        rows = max(1, n // classes)
+        return (rng.standard_normal((rows, classes), dtype=dtype),
+                rng.integers(0, classes, rows))
+    return make
+
+
+def _binary_data(rng, n, dtype):
+    return (rng.standard_normal(n, dtype=dtype), rng.uniform(0, 1, n).astype(dtype))
+
+
+def _np_ce(x, t):
+    z = x - x.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(z).sum(axis=1))
+    return np.mean(lse - z[np.arange(len(t)), t])
+
+
+def _np_ce_vg(x, t):
+    z = x - x.max(axis=1, keepdims=True)
+    rows = np.arange(len(t))
+    z_t = z[rows, t]
+    p = np.exp(z, out=z)
+    s = p.sum(axis=1, keepdims=True)
+    value = np.mean(np.log(s[:, 0]) - z_t)
+    p /= s
+    p[rows, t] -= 1
+    p /= len(t)
+    return value, p
+
+
+def _np_bce_logits(x, y):
+    return np.mean((1 - y) * x + np.logaddexp(0, -x))
+
+
+def _np_bce_logits_vg(x, y):
+    sig = 1 / (1 + np.exp(-x))
+    value = np.mean((1 - y) * x + np.logaddexp(0, -x))
+    sig -= y
+    sig /= x.size
+    return value, sig
+
+
+def _jax_ce(jnp, lax, x, t):
+    import jax
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(x, axis=1), t[:, None], axis=1))
+
+
+def _jax_bce_logits(jnp, lax, x, y):
+    import jax
+    return jnp.mean((1 - y) * x - jax.nn.log_sigmoid(x))
+
+
+def _sklearn_ce(grad_mode, x, t):
+    from sklearn._loss.loss import HalfMultinomialLoss
+    loss = HalfMultinomialLoss(n_classes=x.shape[1])
+    kw = dict(y_true=t.astype(x.dtype), raw_prediction=x, n_threads=closs.get_num_threads())
+    if not grad_mode:
+        return loss.loss(**kw).mean(), None
+    value, grad = loss.loss_gradient(**kw)
+    return value.mean(), grad  # its gradient is per sample: divided by N in the check
+
+
+for _spec in [
+    LossSpec("cross_entropy", "CrossEntropyLoss", _logits_data(10), (0,), _np_ce, _np_ce_vg,
+             lambda F, x, t: F.cross_entropy(x, t), _jax_ce, n_args=1, sklearn_fn=_sklearn_ce,
+             title="CrossEntropyLoss (N, 10)"),
+    LossSpec("cross_entropy_1000", "CrossEntropyLoss", _logits_data(1000), (0,), _np_ce,
+             _np_ce_vg, lambda F, x, t: F.cross_entropy(x, t), _jax_ce, n_args=1,
+             sklearn_fn=_sklearn_ce, title="CrossEntropyLoss (N, 1000)"),
+    LossSpec("bce_with_logits", "BCEWithLogitsLoss", _binary_data, (0,), _np_bce_logits,
+             _np_bce_logits_vg, lambda F, x, y: F.binary_cross_entropy_with_logits(x, y),
+             _jax_bce_logits),
+]:
+    LOSSES[_spec.key] = _spec
 
 ALIASES = {"smoothl1": "smooth_l1", "poisson": "poisson_nll", "gaussian": "gaussian_nll",
            "gaussiannll": "gaussian_nll", "poissonnll": "poisson_nll"}
@@ -328,7 +410,17 @@ def make_impls(spec: LossSpec, arrays, mode, names=IMPLS):
             impls[name] = _torch_impl(spec, arrays, grad_mode)
         elif name == "jax":
             impls[name] = _jax_impl(spec, arrays, grad_mode)
+        elif name == "sklearn" and spec.sklearn_fn is not None:
+            impls[name] = _sklearn_impl(spec, arrays, grad_mode)
     return impls
+
+
+def _sklearn_impl(spec, arrays, grad_mode):
+    def to_numpy(out):  # sklearn's gradient is per sample; closs's is of the mean
+        value, grad = out
+        return float(value), ((grad / len(grad),) if grad_mode else ())
+
+    return Impl("sklearn", lambda: spec.sklearn_fn(grad_mode, *arrays), to_numpy)
 
 
 def _torch_impl(spec, arrays, grad_mode):
@@ -568,7 +660,7 @@ def run(losses, dtypes, sizes, modes=MODES, impls=IMPLS, budget=FULL, seed=0, pr
     try:
         for key, dtype, n, mode in cases:
             spec = LOSSES[key]
-            label = f"{spec.name} {dtype} {format_size(n)} {mode}"
+            label = f"{spec.label} {dtype} {format_size(n)} {mode}"
             bar.start(label)
             if data_key != (key, dtype, n):
                 data = None  # free the previous case's arrays first
@@ -589,7 +681,7 @@ def run(losses, dtypes, sizes, modes=MODES, impls=IMPLS, budget=FULL, seed=0, pr
             nbytes = bytes_moved(spec, n, dtype, mode)
             other_load = meter.other_load()
             results.append({
-                "loss": spec.name, "key": key, "dtype": dtype, "size": n, "mode": mode,
+                "loss": spec.label, "key": key, "dtype": dtype, "size": n, "mode": mode,
                 "other_load": other_load,
                 "bytes": nbytes, "closs_gbps": nbytes / closs_med / 1e9,
                 "times": stats,
