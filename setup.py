@@ -29,7 +29,7 @@ class ParallelBuildExt(build_ext):
         if self.parallel is None:
             self.parallel = os.cpu_count() or 1
 
-BASE_FLAGS = ["-O3", "-g0", "-std=c++17", "-fno-math-errno", "-ffp-contract=off", "-fvisibility=hidden"]
+BASE_FLAGS = ["-O3", "-g0", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-fvisibility=hidden"]
 
 
 def compiler_has_openmp() -> bool:

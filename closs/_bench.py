@@ -85,7 +85,7 @@ def _np_l1(x, y):
 def _np_l1_vg(x, y):
     d = x - y
     value = np.abs(d).mean()
-    g = np.sign(d, out=d)
+    g = np.sign(d)  # not out=d: numpy 2.4's in-place float sign is ~10x slower
     g *= 1.0 / d.size
     return value, g
 

@@ -160,7 +160,7 @@ def _info(args, out):
 # closs bench
 # ----------------------------------------------------------------------------------
 
-def _bench_cmd(args, out):
+def _bench_cmd(args, out, argv):
     from . import _bench
 
     losses = args.losses or (list(QUICK_LOSSES) if args.quick else ["all"])
@@ -198,7 +198,7 @@ def _bench_cmd(args, out):
         doc = {
             "closs_bench": 1,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "argv": sys.argv[1:],
+            "argv": list(argv),
             "config": {"losses": losses, "dtypes": dtypes, "sizes": sizes, "modes": modes,
                        "impls": impls, "quick": args.quick, "seed": args.seed,
                        "budget": dataclasses.asdict(budget),
@@ -244,11 +244,12 @@ def _json_default(obj):
 
 def main(argv=None):
     """Entry point of the ``closs`` script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     out = sys.stdout
     if args.command == "info":
         return _info(args, out)
-    return _bench_cmd(args, out)
+    return _bench_cmd(args, out, argv)
 
 
 if __name__ == "__main__":  # python -m closs.cli

@@ -197,12 +197,12 @@ def _silent_broadcast(a, others):
 
 
 def _poisson_operands(log_input, target, log_input_flag, full, eps):
-    log_input_flag = _v.flag(log_input_flag, "log_input")
-    full = _v.flag(full, "full")
-    eps = _v.real_number(eps, "eps")
+    """log_input_flag, full (bools) and eps (a float) come validated."""
+    kind = _pw.POISSON_LOG if log_input_flag else _pw.POISSON
+    if _same_layout(log_input, target):  # the common case, kept fast
+        return _Operands(kind, log_input, target, None, None, eps, float(full))
     a = _v.float_array(log_input, "input")
     b = _v.operand(target, "target", a.dtype)
-    kind = _pw.POISSON_LOG if log_input_flag else _pw.POISSON
     shape = _silent_broadcast(a, [("target", b)])
     a_shape = a.shape
     a, b = _broadcast_operands((a, b), shape)
@@ -225,7 +225,8 @@ def poisson_nll_loss(input, target, log_input=True, full=False, size_average=Non
     np.float64(-0.6036092102977416)
     """
     reduction = _v.reduction(reduction, size_average, reduce, alias=False)
-    ops = _poisson_operands(input, target, log_input, full, eps)
+    ops = _poisson_operands(input, target, _v.flag(log_input, "log_input"), _v.flag(full, "full"),
+                            _v.real_number(eps, "eps"))
     return _finish(ops, reduction, return_grad, grad_output)
 
 
@@ -256,8 +257,7 @@ def _gaussian_var(var, input_shape, dtype):
 
 
 def _gaussian_operands(input, target, var, full, eps):
-    full = _v.flag(full, "full")
-    eps = _v.real_number(eps, "eps")
+    """full (a bool) and eps (a float) come validated."""
     a = _v.float_array(input, "input")
     b = _v.operand(target, "target", a.dtype)
     c, c_shape = _gaussian_var(var, a.shape, a.dtype)
@@ -286,7 +286,7 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
     np.float64(-0.04828679513998632)
     """
     reduction = _v.reduction(reduction, allowed=_v.REDUCTIONS, alias=False)
-    ops = _gaussian_operands(input, target, var, full, eps)
+    ops = _gaussian_operands(input, target, var, _v.flag(full, "full"), _v.real_number(eps, "eps"))
     return _finish(ops, reduction, return_grad, grad_output)
 
 

@@ -111,34 +111,33 @@ inline T stirling(T y) {
     return y > T(1) ? y * vlog(y) - y + T(0.5) * vlog(T(TWO_PI) * y) : T(0);
 }
 
-template <class T>
+template <class T, bool FULL>
 struct PoissonLog : TwoOperands {  // exp(x) - y x
-    bool full;
     T operator()(T x, T y, T, T& dx, T&) const {
         const T e = vexp(x);
         dx = e - y;
         const T loss = e - y * x;
-        return full ? loss + stirling(y) : loss;
+        if constexpr (FULL) return loss + stirling(y);
+        return loss;
     }
 };
 
-template <class T>
+template <class T, bool FULL>
 struct Poisson : TwoOperands {  // x - y log(x + eps)
     T eps;
-    bool full;
     T operator()(T x, T y, T, T& dx, T&) const {
         const T xe = x + eps;
         dx = T(1) - y / xe;
         const T loss = x - y * vlog(xe);
-        return full ? loss + stirling(y) : loss;
+        if constexpr (FULL) return loss + stirling(y);
+        return loss;
     }
 };
 
-template <class T>
+template <class T, bool FULL>
 struct Gaussian {  // (log v + (x - y)^2 / v) / 2 with v = max(var, eps)
     static constexpr bool third = true, grad_third = true;
     T eps;
-    bool full;
     T operator()(T x, T y, T var, T& dx, T& dvar) const {
         const T v = var < eps ? eps : var;  // NaN stays NaN, as torch's clamp
         const T d = x - y, q = d * d / v;
@@ -146,7 +145,8 @@ struct Gaussian {  // (log v + (x - y)^2 / v) / 2 with v = max(var, eps)
         // torch does not mask the clamp out of the var gradient
         dvar = T(0.5) * (T(1) / v - q / v);
         const T loss = T(0.5) * (vlog(v) + q);
-        return full ? loss + T(HALF_LOG_2PI) : loss;
+        if constexpr (FULL) return loss + T(HALF_LOG_2PI);
+        return loss;
     }
 };
 
@@ -288,9 +288,16 @@ double pointwise_chunk(const PointwiseArgs<T>& p, index lo, index hi) {
         case PW_MSE: return pointwise_run<T>(MSE{}, p, lo, hi);
         case PW_SMOOTH_L1: return pointwise_run<T>(SmoothL1<T>{{}, T(p.p0)}, p, lo, hi);
         case PW_HUBER: return pointwise_run<T>(Huber<T>{{}, T(p.p0)}, p, lo, hi);
-        case PW_POISSON_LOG: return pointwise_run<T>(PoissonLog<T>{{}, p.p1 != 0}, p, lo, hi);
-        case PW_POISSON: return pointwise_run<T>(Poisson<T>{{}, T(p.p0), p.p1 != 0}, p, lo, hi);
-        case PW_GAUSSIAN: return pointwise_run<T>(Gaussian<T>{T(p.p0), p.p1 != 0}, p, lo, hi);
+        // full (p1) is a template argument: the Stirling term costs two logs
+        case PW_POISSON_LOG:
+            return p.p1 != 0 ? pointwise_run<T>(PoissonLog<T, true>{}, p, lo, hi)
+                             : pointwise_run<T>(PoissonLog<T, false>{}, p, lo, hi);
+        case PW_POISSON:
+            return p.p1 != 0 ? pointwise_run<T>(Poisson<T, true>{{}, T(p.p0)}, p, lo, hi)
+                             : pointwise_run<T>(Poisson<T, false>{{}, T(p.p0)}, p, lo, hi);
+        case PW_GAUSSIAN:
+            return p.p1 != 0 ? pointwise_run<T>(Gaussian<T, true>{T(p.p0)}, p, lo, hi)
+                             : pointwise_run<T>(Gaussian<T, false>{T(p.p0)}, p, lo, hi);
         case PW_BCE: return pointwise_run<T>(BCE<T>{}, p, lo, hi);
         case PW_BCE_LOGITS: return pointwise_run<T>(BCELogits<T>{}, p, lo, hi);
         case PW_BCE_LOGITS_POS: return pointwise_run<T>(BCELogitsPos<T>{}, p, lo, hi);
