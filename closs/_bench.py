@@ -316,14 +316,17 @@ for _spec in [
 
 ALIASES = {"smoothl1": "smooth_l1", "poisson": "poisson_nll", "gaussian": "gaussian_nll",
            "gaussiannll": "gaussian_nll", "poissonnll": "poisson_nll"}
-ALIASES.update({s.name.lower(): s.key for s in LOSSES.values()})
-ALIASES.update({s.name.lower()[:-4]: s.key for s in LOSSES.values()})  # "mse", "huber", ...
+ALIASES.update({s.name.lower(): s.key for s in LOSSES.values() if s.title is None})
+ALIASES.update({s.name.lower()[:-4]: s.key for s in LOSSES.values()
+                if s.title is None})  # "mse", "huber", ...
+ALIASES.update({"crossentropy": "cross_entropy", "crossentropyloss": "cross_entropy"})
 
 
 def loss_key(name):
     """The LOSSES key for a command-line name (`mse`, `MSELoss`, `smooth_l1`, ...)."""
     k = name.strip().lower().replace("-", "_")
-    k = ALIASES.get(k, ALIASES.get(k.replace("_", ""), k))
+    if k not in LOSSES:
+        k = ALIASES.get(k, ALIASES.get(k.replace("_", ""), k))
     if k not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}")
     return k
