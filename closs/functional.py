@@ -258,6 +258,10 @@ def _gaussian_var(var, input_shape, dtype):
 
 def _gaussian_operands(input, target, var, full, eps):
     """full (a bool) and eps (a float) come validated."""
+    if (_same_layout(input, target) and _same_layout(input, var)  # the common case, kept fast
+            and not _pw.has_negative(var)):
+        return _Operands(_pw.GAUSSIAN, input, target, var, None, eps, float(full),
+                         c_shape=(var.shape, var.shape))
     a = _v.float_array(input, "input")
     b = _v.operand(target, "target", a.dtype)
     c, c_shape = _gaussian_var(var, a.shape, a.dtype)

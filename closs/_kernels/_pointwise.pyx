@@ -145,6 +145,21 @@ def same_layout(a, b):
     return True
 
 
+cdef bint any_below_zero(const real* x, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if x[i] < 0:
+            return True
+    return False
+
+
+def has_negative(cnp.ndarray a):
+    """True when the C-contiguous float32/float64 array a has an entry < 0."""
+    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
+        return any_below_zero(<const float*> cnp.PyArray_DATA(a), cnp.PyArray_SIZE(a))
+    return any_below_zero(<const double*> cnp.PyArray_DATA(a), cnp.PyArray_SIZE(a))
+
+
 def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_output):
     """One sweep of the kernel; returns (value or None, grad or None).
 
