@@ -203,13 +203,15 @@ class LossSpec:
     n_args: int = 2  # full-size arrays read (for GB/s; class indices are not counted)
     sklearn_fn: Callable = None  # (grad_mode, *arrays) -> (value, grad), scikit-learn's Cython loss
     title: str = None  # the row's name in tables (default: name)
+    options: tuple = ()  # (name, value) pairs for the closs class
+
 
     @property
     def label(self):
         return self.title or self.name
 
     def closs_module(self):
-        return getattr(closs, self.name)()
+        return getattr(closs, self.name)(**dict(self.options))
 
 
 LOSSES = {
@@ -313,6 +315,94 @@ for _spec in [
              _jax_bce_logits),
 ]:
     LOSSES[_spec.key] = _spec
+
+def _log_probs_data(classes):
+    def make(rng, n, dtype):
+        x, t = _logits_data(classes)(rng, n, dtype)
+        x -= np.log(np.exp(x).sum(axis=1, keepdims=True))
+        return x, t
+    return make
+
+
+def _probs_data(rng, n, dtype):
+    return (rng.uniform(0.01, 0.99, n).astype(dtype), rng.uniform(0, 1, n).astype(dtype))
+
+
+def _kl_data(rng, n, dtype):
+    x, _ = _log_probs_data(10)(rng, n, dtype)
+    y = np.exp(_log_probs_data(10)(rng, n, dtype)[0])
+    return x, y
+
+
+def _multilabel_data(rng, n, dtype):
+    x, _ = _logits_data(10)(rng, n, dtype)
+    return x, (rng.uniform(0, 1, x.shape) < 0.3).astype(dtype)
+
+
+def _np_nll(x, t):
+    return -np.mean(x[np.arange(len(t)), t])
+
+
+def _np_nll_vg(x, t):
+    g = np.zeros_like(x)
+    g[np.arange(len(t)), t] = -1.0 / len(t)
+    return _np_nll(x, t), g
+
+
+def _np_bce(x, y):
+    return -np.mean(y * np.log(x) + (1 - y) * np.log1p(-x))
+
+
+def _np_bce_vg(x, y):
+    return _np_bce(x, y), (x - y) / (x * (1 - x) * x.size)
+
+
+def _np_kl(x, y):
+    return np.sum(y * (np.log(y) - x)) / len(x)
+
+
+def _np_kl_vg(x, y):
+    return _np_kl(x, y), -y / len(x)
+
+
+def _np_multilabel(x, y):
+    return np.mean((1 - y) * x + np.logaddexp(0, -x))
+
+
+def _np_multilabel_vg(x, y):
+    g = 1 / (1 + np.exp(-x))
+    g -= y
+    g /= x.size
+    return _np_multilabel(x, y), g
+
+
+def _jax_nll(jnp, lax, x, t):
+    return -jnp.mean(jnp.take_along_axis(x, t[:, None], axis=1))
+
+
+def _jax_bce(jnp, lax, x, y):
+    return -jnp.mean(y * jnp.log(x) + (1 - y) * jnp.log1p(-x))
+
+
+def _jax_kl(jnp, lax, x, y):
+    return jnp.sum(y * (jnp.log(y) - x)) / x.shape[0]
+
+
+for _spec in [
+    LossSpec("nll", "NLLLoss", _log_probs_data(10), (0,), _np_nll, _np_nll_vg,
+             lambda F, x, t: F.nll_loss(x, t), _jax_nll, n_args=1, title="NLLLoss (N, 10)"),
+    LossSpec("bce", "BCELoss", _probs_data, (0,), _np_bce, _np_bce_vg,
+             lambda F, x, y: F.binary_cross_entropy(x, y), _jax_bce),
+    LossSpec("kl_div", "KLDivLoss", _kl_data, (0,), _np_kl, _np_kl_vg,
+             lambda F, x, y: F.kl_div(x, y, reduction="batchmean"), _jax_kl,
+             options=(("reduction", "batchmean"),), title="KLDivLoss (batchmean)"),
+    LossSpec("multilabel_soft_margin", "MultiLabelSoftMarginLoss", _multilabel_data, (0,),
+             _np_multilabel, _np_multilabel_vg,
+             lambda F, x, y: F.multilabel_soft_margin_loss(x, y), _jax_bce_logits,
+             title="MultiLabelSoftMarginLoss (N, 10)"),
+]:
+    LOSSES[_spec.key] = _spec
+
 
 ALIASES = {"smoothl1": "smooth_l1", "poisson": "poisson_nll", "gaussian": "gaussian_nll",
            "gaussiannll": "gaussian_nll", "poissonnll": "poisson_nll"}

@@ -457,12 +457,18 @@ def _weight_like(weight, shape, dtype, name="weight"):
 
 
 def _in_unit_interval(arr, name):
-    if arr.size and not (np.all(arr >= 0) and np.all(arr <= 1)):  # NaN fails both
-        bad = arr[~((arr >= 0) & (arr <= 1))].flat[0]
-        raise ValueError(f"{name}: expected all elements between 0 and 1, got {bad}")
+    """arr: C-contiguous, of a float dtype."""
+    bad = _pw.first_outside_unit_interval(arr)
+    if bad >= 0:
+        raise ValueError(f"{name}: expected all elements between 0 and 1, "
+                         f"got {arr.reshape(-1)[bad]}")
 
 
 def _bce_operands(input, target, weight):
+    if weight is None and _same_layout(input, target):  # the common case, kept fast
+        _in_unit_interval(input, "input")
+        _in_unit_interval(target, "target")
+        return _Operands(_pw.BCE, input, target)
     a = _v.contiguous(_v.float_array(input, "input"))
     b = _v.contiguous(_v.operand(target, "target", a.dtype))
     _v.same_shape(b, a.shape, "target")

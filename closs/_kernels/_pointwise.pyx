@@ -153,6 +153,26 @@ cdef bint any_below_zero(const real* x, Py_ssize_t n) noexcept nogil:
     return False
 
 
+cdef Py_ssize_t first_outside_unit(const real* x, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i, inside = 0
+    for i in range(n):  # branch-free, so it vectorises; NaN is outside too
+        inside += (x[i] >= 0) & (x[i] <= 1)
+    if inside == n:
+        return -1
+    for i in range(n):
+        if not (x[i] >= 0 and x[i] <= 1):
+            return i
+    return -1
+
+
+def first_outside_unit_interval(cnp.ndarray a):
+    """The flat index of the first entry of the C-contiguous float32/float64
+    array a outside [0, 1] (or NaN), or -1."""
+    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
+        return first_outside_unit(<const float*> cnp.PyArray_DATA(a), cnp.PyArray_SIZE(a))
+    return first_outside_unit(<const double*> cnp.PyArray_DATA(a), cnp.PyArray_SIZE(a))
+
+
 def has_negative(cnp.ndarray a):
     """True when the C-contiguous float32/float64 array a has an entry < 0."""
     if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
