@@ -3,8 +3,10 @@
 Every extension is Cython compiled as C++17 with -O3 and, when the compiler has
 it, OpenMP (otherwise the kernels run on one thread).  Never -ffast-math: it
 breaks the NaN/inf semantics closs promises.  -fno-math-errno only lets the
-compiler use sqrt instructions directly (results are unchanged);
--ffp-contract=off keeps every SIMD path bit-identical (no silent FMA).
+compiler use sqrt instructions directly, and -fno-trapping-math lets it turn
+the kernels' branch-free selects into vector blends (closs never enables FP
+traps); neither changes a result.  -ffp-contract=off keeps every SIMD path
+bit-identical (no silent FMA).  -g0: no debug info (a faster build).
 Instruction sets are picked at run time (csrc/closs_isa.hpp), so the build
 itself targets the baseline of the architecture.
 """
