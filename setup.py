@@ -1,8 +1,8 @@
 """Build closs's compiled kernels from source.
 
 Every extension is Cython compiled as C++17 with -O3 and, when the compiler has
-it, OpenMP (otherwise the kernels run on one thread).  Never -ffast-math: it
-breaks the NaN/inf semantics closs promises.  -fno-math-errno only lets the
+it, OpenMP (otherwise the kernels run on one thread).  Never the fast-math
+options: they break the NaN/inf semantics closs promises.  -fno-math-errno only lets the
 compiler use sqrt instructions directly, and -fno-trapping-math lets it turn
 the kernels' branch-free selects into vector blends (closs never enables FP
 traps); neither changes a result.  -ffp-contract=off keeps every SIMD path

@@ -2,7 +2,7 @@
 //
 // Every function here is branch-free straight-line arithmetic with no libm
 // call, so a loop calling it vectorises under the CLOSS_MULTIVERSION target
-// attributes without -ffast-math.  Selects are bit blends (vselect, below): a
+// attributes with no fast-math option.  Selects are bit blends (vselect, below): a
 // plain ternary lets GCC specialise the code after it on a constant operand
 // (e.g. a clamp bound), and floating-point operations left in such a branch
 // "may trap", which stops if-conversion and so vectorisation.  Bit casts are
