@@ -268,12 +268,14 @@ index softmax_units(const SoftmaxArgs<T>& p) {
     }
 }
 
-// Unit u: computes its rows' losses into `losses` (returns how many).
+// Unit u: computes the losses of its rows first, first + 1, ... into `losses`
+// (returns how many).
 template <class T, bool GRAD>
 inline index softmax_unit(const SoftmaxArgs<T>& p, SoftmaxLayout layout, index u,
-                          double* losses) {
+                          double* losses, index& first) {
     const index C = p.classes;
     if (layout == ROWS) {
+        first = u;
         losses[0] = softmax_row<T, GRAD>(p, u);
         return 1;
     }
@@ -281,6 +283,7 @@ inline index softmax_unit(const SoftmaxArgs<T>& p, SoftmaxLayout layout, index u
         const index tiles = (p.inner + TILE - 1) / TILE;
         const index n = u / tiles, j0 = (u % tiles) * TILE, S = p.inner;
         const index L = std::min(TILE, S - j0), base = n * C * S + j0, r0 = n * S + j0;
+        first = r0;
         softmax_tile<T, GRAD>(p, p.x + base, p.prob ? p.prob + base : nullptr,
                               GRAD ? p.grad + base : nullptr, S,
                               p.target ? p.target + r0 : nullptr,
@@ -289,6 +292,7 @@ inline index softmax_unit(const SoftmaxArgs<T>& p, SoftmaxLayout layout, index u
     }
     // GATHER: rows r0..r0+L of C < SMALL_C classes, transposed into x_t[c][j].
     const index r0 = u * TILE, L = std::min(TILE, p.outer - r0);
+    first = r0;
     T x_t[SMALL_C * TILE], y_t[SMALL_C * TILE], g_t[SMALL_C * TILE];
     const T* x = p.x + r0 * C;
     for (index c = 0; c < C; ++c)
@@ -327,14 +331,10 @@ double softmax_range(const SoftmaxArgs<T>& p, index lo, index hi) {
     };
     for (index u = lo; u < hi; ++u) {
         if (filled + TILE > BLOCK) flush();
-        const index L = softmax_unit<T, GRAD>(p, layout, u, rows + filled);
-        if (p.loss) {
-            const index first = layout == ROWS ? u
-                              : layout == GATHER ? u * TILE
-                              : (u / ((p.inner + TILE - 1) / TILE)) * p.inner +
-                                    (u % ((p.inner + TILE - 1) / TILE)) * TILE;
+        index first;
+        const index L = softmax_unit<T, GRAD>(p, layout, u, rows + filled, first);
+        if (p.loss)
             for (index j = 0; j < L; ++j) p.loss[first + j] = T(rows[filled + j]);
-        }
         filled += L;
     }
     if (filled) flush();
