@@ -10,7 +10,9 @@ bit-identical (no silent FMA).  -g0: no debug info (a faster build).
 Instruction sets are picked at run time (csrc/closs_isa.hpp), so the build
 itself targets the baseline of the architecture.
 """
+import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,10 +64,26 @@ macros = [
 ]
 
 
+def headers_of(path: str, seen=None) -> set:
+    """The csrc/ headers a .pyx or .hpp file includes, transitively, so that
+    `build_ext` rebuilds exactly the extensions whose headers changed."""
+    seen = set() if seen is None else seen
+    with open(path) as f:
+        text = f.read()
+    for name in re.findall(r'(?:cdef extern from|#include) "([^"]+)"', text):
+        header = os.path.join("csrc", name)
+        if header not in seen and os.path.exists(header):
+            seen.add(header)
+            headers_of(header, seen)
+    return seen
+
+
 def kernel(name: str) -> Extension:
+    source = f"closs/_kernels/{name}.pyx"
     return Extension(
         f"closs._kernels.{name}",
-        [f"closs/_kernels/{name}.pyx"],
+        [source],
+        depends=sorted(headers_of(source)),
         include_dirs=["csrc", numpy.get_include()],
         define_macros=macros,
         extra_compile_args=compile_flags,
@@ -74,7 +92,9 @@ def kernel(name: str) -> Extension:
     )
 
 
-extensions = [kernel(name) for name in ("_runtime", "_pointwise", "_softmax", "_vmath")]
+# one extension per closs/_kernels/*.pyx (a kernel family)
+extensions = [kernel(os.path.basename(path)[:-4])
+              for path in sorted(glob.glob("closs/_kernels/_*.pyx"))]
 
 setup(
     cmdclass={"build_ext": ParallelBuildExt},
