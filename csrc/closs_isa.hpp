@@ -54,13 +54,16 @@ static inline const char* closs_isa_name(int isa) {
 // name_avx512, each forwarding its arguments to impl compiled for that
 // instruction set, and name_for(isa) returning the matching pointer.
 // fn_type is the function type, e.g. double(const Args&, index, index).
+// CLOSS_MULTIVERSION_ISA(fn_type, name, tmpl, T) does the same for a template
+// tmpl<T, ISA> that also knows its instruction set at compile time (for code
+// with intrinsics: closs_transpose.hpp).
 #if CLOSS_X86
-#define CLOSS_MULTIVERSION(fn_type, name, impl)                                  \
+#define CLOSS_VARIANTS(fn_type, name, impl_portable, impl_avx2, impl_avx512)     \
     template <class F> struct name##_variants;                                   \
     template <class R, class... A> struct name##_variants<R(A...)> {             \
-        CLOSS_TARGET_PORTABLE static R portable(A... a) { return impl(a...); }   \
-        CLOSS_TARGET_AVX2 static R avx2(A... a) { return impl(a...); }           \
-        CLOSS_TARGET_AVX512 static R avx512(A... a) { return impl(a...); }       \
+        CLOSS_TARGET_PORTABLE static R portable(A... a) { return impl_portable(a...); } \
+        CLOSS_TARGET_AVX2 static R avx2(A... a) { return impl_avx2(a...); }      \
+        CLOSS_TARGET_AVX512 static R avx512(A... a) { return impl_avx512(a...); } \
     };                                                                           \
     static inline fn_type* name##_for(int isa) {                                 \
         using V = name##_variants<fn_type>;                                      \
@@ -69,10 +72,14 @@ static inline const char* closs_isa_name(int isa) {
                                        : &V::portable;                           \
     }
 #else
-#define CLOSS_MULTIVERSION(fn_type, name, impl)                                  \
+#define CLOSS_VARIANTS(fn_type, name, impl_portable, impl_avx2, impl_avx512)     \
     template <class F> struct name##_variants;                                   \
     template <class R, class... A> struct name##_variants<R(A...)> {             \
-        CLOSS_TARGET_PORTABLE static R portable(A... a) { return impl(a...); }   \
+        CLOSS_TARGET_PORTABLE static R portable(A... a) { return impl_portable(a...); } \
     };                                                                           \
     static inline fn_type* name##_for(int) { return &name##_variants<fn_type>::portable; }
 #endif
+#define CLOSS_MULTIVERSION(fn_type, name, impl) CLOSS_VARIANTS(fn_type, name, impl, impl, impl)
+#define CLOSS_MULTIVERSION_ISA(fn_type, name, tmpl, T)                          \
+    CLOSS_VARIANTS(fn_type, name, (tmpl<T, CLOSS_ISA_PORTABLE>), (tmpl<T, CLOSS_ISA_AVX2>), \
+                   (tmpl<T, CLOSS_ISA_AVX512>))

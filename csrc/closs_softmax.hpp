@@ -28,6 +28,7 @@
 
 #include "closs_isa.hpp"
 #include "closs_sum.hpp"
+#include "closs_transpose.hpp"
 #include "closs_vmath.hpp"
 
 namespace closs {
@@ -162,10 +163,10 @@ inline void softmax_tile(const SoftmaxArgs<T>& p, const T* __restrict x, const T
                          index L, double* losses) {
     const index C = p.classes;
     const double e = p.smoothing;
-    T m[TILE];
-    T s[TILE];
+    // Per-position scalars live in arrays over the tile, and every loop below
+    // is branch-free, so each one vectorises across the positions.
+    T m[TILE], s[TILE], log_s[TILE];
     double scale[TILE];
-    bool ignored[TILE];
     for (index j = 0; j < L; ++j) m[j] = -std::numeric_limits<T>::infinity();
     for (index c = 0; c < C; ++c)
         for (index j = 0; j < L; ++j) m[j] = x[c * S + j] > m[j] ? x[c * S + j] : m[j];
@@ -176,17 +177,24 @@ inline void softmax_tile(const SoftmaxArgs<T>& p, const T* __restrict x, const T
             if constexpr (GRAD) g[c * S + j] = v;
             s[j] += v;
         }
-    for (index j = 0; j < L; ++j) {
-        scale[j] = gout ? p.gscale * double(gout[j]) : p.gscale;
-        ignored[j] = target && target[j] == p.ignore_index;
-    }
+    for (index j = 0; j < L; ++j) log_s[j] = vlog(s[j]);  // in T: accurate enough for T's loss
+    if (gout)
+        for (index j = 0; j < L; ++j) scale[j] = p.gscale * double(gout[j]);
+    else
+        for (index j = 0; j < L; ++j) scale[j] = p.gscale;
     if (target) {
-        // Gathered once: the target's shifted logit and weight (0 where ignored).
-        double z_t[TILE], w_t[TILE], wz[TILE];
+        // The target's shifted logit and weight, gathered once; an ignored
+        // position takes class 0 with weight 0 and scale 0, so its loss term
+        // and gradient vanish (its gradient is nan for nan logits, as torch).
+        index t[TILE];
+        T z_t[TILE], w_t[TILE];
+        double wz[TILE];
         for (index j = 0; j < L; ++j) {
-            const std::int64_t t = ignored[j] ? 0 : target[j];
-            z_t[j] = double(x[t * S + j] - m[j]);
-            w_t[j] = ignored[j] ? 0.0 : double(weight_of(p, t));
+            const bool ignored = target[j] == p.ignore_index;
+            t[j] = ignored ? 0 : index(target[j]);
+            w_t[j] = ignored ? T(0) : weight_of(p, t[j]);
+            scale[j] = ignored ? 0.0 : scale[j];
+            z_t[j] = x[t[j] * S + j] - m[j];
             wz[j] = 0.0;
         }
         if (e != 0.0)
@@ -194,36 +202,30 @@ inline void softmax_tile(const SoftmaxArgs<T>& p, const T* __restrict x, const T
                 const double wc = double(weight_of(p, c));
                 for (index j = 0; j < L; ++j) wz[j] += wc * double(x[c * S + j] - m[j]);
             }
-        T log_s[TILE];  // in T: float32's log is accurate enough for a float32 loss
-        for (index j = 0; j < L; ++j) log_s[j] = vlog(s[j]);
         for (index j = 0; j < L; ++j) {
-            const double v = index_row_loss(double(log_s[j]), z_t[j], w_t[j], wz[j], e, C,
-                                            p.weight_sum);
-            losses[j] = ignored[j] ? 0.0 : v;
+            const double v = index_row_loss(double(log_s[j]), double(z_t[j]), double(w_t[j]), wz[j],
+                                            e, C, p.weight_sum);
+            losses[j] = target[j] == p.ignore_index ? 0.0 : v;  // 0 even where v is nan
         }
         if constexpr (GRAD) {
-            // Ignored rows: a = b = 0, so their gradient is 0 (nan for nan logits, as torch).
-            T a[TILE], b[TILE];
+            T a[TILE], b[TILE], hit[TILE];
             for (index j = 0; j < L; ++j) {
-                const double sc = ignored[j] ? 0.0 : scale[j];
-                a[j] = T(sc * ((1.0 - e) * w_t[j] + e * p.weight_sum / C)) / s[j];
-                b[j] = e != 0.0 ? T(sc * e / C) : T(0);
+                a[j] = T(scale[j] * ((1.0 - e) * double(w_t[j]) + e * p.weight_sum / C)) / s[j];
+                b[j] = e != 0.0 ? T(scale[j] * e / C) : T(0);  // no inf * 0 for a zero 'mean' denominator
+                hit[j] = T(scale[j] * (1.0 - e) * double(w_t[j]));
             }
             for (index c = 0; c < C; ++c) {
                 const T wc = weight_of(p, c);
                 for (index j = 0; j < L; ++j) g[c * S + j] = g[c * S + j] * a[j] - b[j] * wc;
             }
-            for (index j = 0; j < L; ++j)
-                if (!ignored[j]) g[target[j] * S + j] -= T(scale[j] * (1.0 - e) * w_t[j]);
+            for (index j = 0; j < L; ++j) g[t[j] * S + j] -= hit[j];
         }
     } else {
         const T keep = T(1.0 - e), spread = T(e / C);
         double wy[TILE];
-        T log_s[TILE];
         for (index j = 0; j < L; ++j) {
             wy[j] = 0.0;
             losses[j] = 0.0;
-            log_s[j] = vlog(s[j]);
         }
         for (index c = 0; c < C; ++c) {
             const T wc = weight_of(p, c);
@@ -270,7 +272,7 @@ index softmax_units(const SoftmaxArgs<T>& p) {
 
 // Unit u: computes the losses of its rows first, first + 1, ... into `losses`
 // (returns how many).
-template <class T, bool GRAD>
+template <class T, int ISA, bool GRAD>
 inline index softmax_unit(const SoftmaxArgs<T>& p, SoftmaxLayout layout, index u,
                           double* losses, index& first) {
     const index C = p.classes;
@@ -295,61 +297,71 @@ inline index softmax_unit(const SoftmaxArgs<T>& p, SoftmaxLayout layout, index u
     first = r0;
     T x_t[SMALL_C * TILE], y_t[SMALL_C * TILE], g_t[SMALL_C * TILE];
     const T* x = p.x + r0 * C;
-    for (index c = 0; c < C; ++c)
-        for (index j = 0; j < L; ++j) x_t[c * TILE + j] = x[j * C + c];
-    if (p.prob) {
-        const T* y = p.prob + r0 * C;
-        for (index j = 0; j < L; ++j)
-            for (index c = 0; c < C; ++c) y_t[c * TILE + j] = y[j * C + c];
-    }
+    rows_to_tile<ISA>(x, C, L, TILE, x_t);
+    if (p.prob) rows_to_tile<ISA>(p.prob + r0 * C, C, L, TILE, y_t);
     softmax_tile<T, GRAD>(p, x_t, y_t, g_t, TILE, p.target ? p.target + r0 : nullptr,
                           p.grad_output ? p.grad_output + r0 : nullptr, L, losses);
     if constexpr (GRAD) {
-        T* g = p.grad + r0 * C;
-        for (index j = 0; j < L; ++j)
-            for (index c = 0; c < C; ++c) g[j * C + c] = g_t[c * TILE + j];
+        tile_to_rows<ISA>(g_t, C, L, TILE, p.grad + r0 * C);
     }
     return L;
 }
 
 // Units [lo, hi); writes per-row losses when p.loss is set and returns their
 // sum (pairwise over blocks, so it depends only on the unit range).
-template <class T, bool GRAD>
-double softmax_range(const SoftmaxArgs<T>& p, index lo, index hi) {
-    const SoftmaxLayout layout = layout_of(p);
+// Per-row losses summed in blocks of BLOCK rows, pairwise (closs_sum.hpp), so
+// the result depends only on the rows, not on how the caller is split.
+struct RowSum {
     double rows[BLOCK];
     double blocks[64];
     double total = 0.0;
     index filled = 0, nblocks = 0;
-    auto flush = [&]() {
+
+    // Room for up to n <= BLOCK rows; then advance(m) keeps the first m written.
+    double* reserve(index n) {
+        if (filled + n > BLOCK) flush();
+        return rows + filled;
+    }
+    void advance(index m) { filled += m; }
+    void flush() {
         blocks[nblocks++] = pairwise_sum(rows, filled);
         filled = 0;
         if (nblocks == 64) {
             total += pairwise_sum(blocks, nblocks);
             nblocks = 0;
         }
-    };
-    for (index u = lo; u < hi; ++u) {
-        if (filled + TILE > BLOCK) flush();
-        index first;
-        const index L = softmax_unit<T, GRAD>(p, layout, u, rows + filled, first);
-        if (p.loss)
-            for (index j = 0; j < L; ++j) p.loss[first + j] = T(rows[filled + j]);
-        filled += L;
     }
-    if (filled) flush();
-    return total + pairwise_sum(blocks, nblocks);
+    double result() {
+        if (filled) flush();
+        return total + pairwise_sum(blocks, nblocks);
+    }
+};
+
+// Units [lo, hi); writes per-row losses when p.loss is set and returns their sum.
+template <class T, int ISA, bool GRAD>
+double softmax_range(const SoftmaxArgs<T>& p, index lo, index hi) {
+    const SoftmaxLayout layout = layout_of(p);
+    RowSum sum;
+    for (index u = lo; u < hi; ++u) {
+        double* losses = sum.reserve(TILE);
+        index first;
+        const index L = softmax_unit<T, ISA, GRAD>(p, layout, u, losses, first);
+        if (p.loss)
+            for (index j = 0; j < L; ++j) p.loss[first + j] = T(losses[j]);
+        sum.advance(L);
+    }
+    return sum.result();
 }
 
-template <class T>
+template <class T, int ISA>
 double softmax_chunk(const SoftmaxArgs<T>& p, index lo, index hi) {
-    return p.grad ? softmax_range<T, true>(p, lo, hi) : softmax_range<T, false>(p, lo, hi);
+    return p.grad ? softmax_range<T, ISA, true>(p, lo, hi) : softmax_range<T, ISA, false>(p, lo, hi);
 }
 
 using softmax_f32_fn = double(const SoftmaxArgs<float>&, index, index);
 using softmax_f64_fn = double(const SoftmaxArgs<double>&, index, index);
-CLOSS_MULTIVERSION(softmax_f32_fn, softmax_f32, softmax_chunk<float>)
-CLOSS_MULTIVERSION(softmax_f64_fn, softmax_f64, softmax_chunk<double>)
+CLOSS_MULTIVERSION_ISA(softmax_f32_fn, softmax_f32, softmax_chunk, float)
+CLOSS_MULTIVERSION_ISA(softmax_f64_fn, softmax_f64, softmax_chunk, double)
 
 // The whole sweep: units grouped into chunks of about 16 Ki input elements,
 // spread over `threads` threads.
@@ -361,6 +373,49 @@ double softmax_sweep(double (*chunk)(const SoftmaxArgs<T>&, index, index),
     const index per_chunk = std::max<index>(1, 16384 / unit_size);
     return sum_chunks((units + per_chunk - 1) / per_chunk, threads, [&](index k) {
         return chunk(p, k * per_chunk, std::min(units, (k + 1) * per_chunk));
+    });
+}
+
+// NLL over the same (outer, classes, inner) view: loss = -w_t x[t] per
+// position (0 where ignored); the gradient is -scale w_t at the target and 0
+// elsewhere.  Batch entries [lo, hi): their gradient block is zeroed, then the
+// targets written.  A gather, so no instruction-set variants.
+template <class T>
+double nll_range(const SoftmaxArgs<T>& p, index lo, index hi) {
+    const index C = p.classes, S = p.inner;
+    if (p.grad) std::fill(p.grad + lo * C * S, p.grad + hi * C * S, T(0));
+    RowSum sum;
+    for (index n = lo; n < hi; ++n)
+        for (index j0 = 0; j0 < S; j0 += BLOCK) {
+            const index L = std::min(BLOCK, S - j0);
+            double* losses = sum.reserve(L);
+            for (index j = j0; j < j0 + L; ++j) {
+                const index r = n * S + j;
+                const std::int64_t t = p.target[r];
+                double v = 0.0;
+                if (t != p.ignore_index) {
+                    const double w_t = double(weight_of(p, t));
+                    const index at = (n * C + t) * S + j;
+                    v = -w_t * double(p.x[at]);
+                    if (p.grad)
+                        p.grad[at] = T(-w_t * (p.grad_output ? p.gscale * double(p.grad_output[r])
+                                                             : p.gscale));
+                }
+                if (p.loss) p.loss[r] = T(v);
+                losses[j - j0] = v;
+            }
+            sum.advance(L);
+        }
+    return sum.result();
+}
+
+// The whole NLL sweep: batch entries grouped into chunks of about 16 Ki
+// input elements, spread over `threads` threads.
+template <class T>
+double nll_sweep(const SoftmaxArgs<T>& p, int threads) {
+    const index per_chunk = std::max<index>(1, 16384 / std::max<index>(1, p.classes * p.inner));
+    return sum_chunks((p.outer + per_chunk - 1) / per_chunk, threads, [&](index k) {
+        return nll_range(p, k * per_chunk, std::min(p.outer, (k + 1) * per_chunk));
     });
 }
 

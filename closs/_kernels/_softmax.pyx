@@ -1,5 +1,5 @@
 # distutils: language = c++
-"""Class-axis kernel family: cross-entropy (csrc/closs_softmax.hpp) and NLL.
+"""Class-axis kernel family: cross-entropy and NLL (csrc/closs_softmax.hpp).
 
 The caller (closs/functional.py) has validated everything into `Operands`:
 a C-contiguous float input viewed as (outer, classes, inner), int64 targets
@@ -9,7 +9,6 @@ input's shape, and a class weight of the input's dtype.
 cimport numpy as cnp
 import numpy as np
 from libc.stdint cimport int64_t
-from libc.string cimport memset
 
 from closs._kernels._arrays cimport data_or_null, empty_like, real, scalar_of
 from closs._kernels._runtime cimport threads_for
@@ -42,6 +41,7 @@ cdef extern from "closs_softmax.hpp" namespace "closs":
     chunk_f64_t* softmax_f64_for(int isa)
     double softmax_sweep[T](double (*chunk)(const SoftmaxArgs[T]&, index, index) noexcept nogil,
                             const SoftmaxArgs[T]& p, int threads) except + nogil
+    double nll_sweep[T](const SoftmaxArgs[T]& p, int threads) except + nogil
 
 cdef extern from "closs_isa.hpp":
     int closs_isa_selected()
@@ -130,8 +130,9 @@ cdef class Operands:
         self.count = count
 
 
-cdef double softmax(real tag, Operands ops, object loss, object grad, object grad_output,
-                    double gscale) except? -1.0:
+cdef double sweep(real tag, bint ce, Operands ops, object loss, object grad, object grad_output,
+                  double gscale) except? -1.0:
+    """One sweep of cross-entropy (ce) or NLL; returns the sum of the row losses."""
     cdef SoftmaxArgs[real] p
     p.outer = ops.outer
     p.classes = ops.classes
@@ -152,42 +153,9 @@ cdef double softmax(real tag, Operands ops, object loss, object grad, object gra
     cdef int threads = threads_for(cnp.PyArray_SIZE(ops.x), GRAIN)
     with nogil:
         if real is float:
-            return softmax_sweep[float](chunk_f32, p, threads)
+            return softmax_sweep[float](chunk_f32, p, threads) if ce else nll_sweep[float](p, threads)
         else:
-            return softmax_sweep[double](chunk_f64, p, threads)
-
-
-cdef double nll(real tag, Operands ops, object loss, object grad, object grad_output,
-                double gscale) except? -1.0:
-    """NLL: loss = -w_t x_t; the gradient is -scale w_t at (row, t), 0 elsewhere."""
-    cdef const real* x = <const real*> cnp.PyArray_DATA(ops.x)
-    cdef const int64_t* target = <const int64_t*> cnp.PyArray_DATA(ops.target)
-    cdef const real* w = data_or_null(ops.weight, tag)
-    cdef real* out = data_or_null(loss, tag)
-    cdef real* g = data_or_null(grad, tag)
-    cdef const real* go = data_or_null(grad_output, tag)
-    cdef Py_ssize_t C = ops.classes, S = ops.inner, n, j, r, at
-    cdef int64_t t
-    cdef double total = 0.0, v, wt
-    with nogil:
-        if g != NULL:
-            memset(g, 0, cnp.PyArray_NBYTES(ops.x))
-        for n in range(ops.outer):
-            for j in range(S):
-                r = n * S + j
-                t = target[r]
-                if t == ops.ignore_index:
-                    v = 0.0
-                else:
-                    wt = w[t] if w != NULL else 1.0
-                    at = (n * C + t) * S + j
-                    v = -wt * x[at]
-                    if g != NULL:
-                        g[at] = <real> (-wt * (gscale * go[r] if go != NULL else gscale))
-                if out != NULL:
-                    out[r] = <real> v
-                total += v
-    return total
+            return softmax_sweep[double](chunk_f64, p, threads) if ce else nll_sweep[double](p, threads)
 
 
 def evaluate(Operands ops, str kind, str reduction, bint want_value, bint want_grad,
@@ -207,16 +175,11 @@ def evaluate(Operands ops, str kind, str reduction, bint want_value, bint want_g
         grad = empty_like(x)
     if want_value and not reduced:
         loss = np.empty(ops.loss_shape, (<object> x).dtype)
-    if kind == "ce":
-        if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
-            total = softmax(<float> 0, ops, loss, grad, gout, gscale)
-        else:
-            total = softmax(<double> 0, ops, loss, grad, gout, gscale)
+    cdef bint ce = kind == "ce"
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
+        total = sweep(<float> 0, ce, ops, loss, grad, gout, gscale)
     else:
-        if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
-            total = nll(<float> 0, ops, loss, grad, gout, gscale)
-        else:
-            total = nll(<double> 0, ops, loss, grad, gout, gscale)
+        total = sweep(<double> 0, ce, ops, loss, grad, gout, gscale)
     value = None
     if want_value:
         value = scalar_of(total / ops.count if mean else total, x) if reduced else loss
