@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 #include "closs_isa.hpp"
 #include "closs_sum.hpp"
@@ -417,6 +418,43 @@ double nll_sweep(const SoftmaxArgs<T>& p, int threads) {
     return sum_chunks((p.outer + per_chunk - 1) / per_chunk, threads, [&](index k) {
         return nll_range(p, k * per_chunk, std::min(p.outer, (k + 1) * per_chunk));
     });
+}
+
+// The targets' check and the 'mean' denominator of CE and NLL: the sum of
+// weight[t] over the targets t != ignore (their count when weight is null).
+// Returns -1 with *bad set to the position of the first target outside
+// [0, classes) that is not `ignore`.  Chunks of CHUNK targets over threads.
+template <class T>
+double target_weight_sum(const std::int64_t* t, index n, index classes, std::int64_t ignore,
+                         const T* weight, int threads, index* bad) {
+    const index nchunks = chunk_count(n);
+    std::vector<char> invalid(nchunks, 0);
+    const double total = sum_chunks(nchunks, threads, [&](index k) {
+        const index lo = k * CHUNK, hi = std::min(n, lo + CHUNK);
+        bool out = false;  // a branch-free test of the whole chunk first
+        double sum = 0.0;
+        for (index i = lo; i < hi; ++i) {
+            out |= t[i] != ignore && (t[i] < 0 || t[i] >= classes);
+            sum += t[i] != ignore;
+        }
+        if (out) {
+            invalid[k] = 1;
+            return 0.0;
+        }
+        if (!weight) return sum;
+        sum = 0.0;
+        for (index i = lo; i < hi; ++i)
+            if (t[i] != ignore) sum += double(weight[t[i]]);
+        return sum;
+    });
+    for (index k = 0; k < nchunks; ++k)
+        if (invalid[k])
+            for (index i = k * CHUNK;; ++i)
+                if (t[i] != ignore && (t[i] < 0 || t[i] >= classes)) {
+                    *bad = i;
+                    return -1.0;
+                }
+    return total;
 }
 
 }  // namespace closs

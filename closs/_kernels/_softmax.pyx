@@ -42,6 +42,9 @@ cdef extern from "closs_softmax.hpp" namespace "closs":
     double softmax_sweep[T](double (*chunk)(const SoftmaxArgs[T]&, index, index) noexcept nogil,
                             const SoftmaxArgs[T]& p, int threads) except + nogil
     double nll_sweep[T](const SoftmaxArgs[T]& p, int threads) except + nogil
+    double check_targets "closs::target_weight_sum"[T](
+        const int64_t* t, index n, index classes, int64_t ignore, const T* weight, int threads,
+        index* bad) except + nogil
 
 cdef extern from "closs_isa.hpp":
     int closs_isa_selected()
@@ -57,28 +60,26 @@ def target_weight_sum(cnp.ndarray[int64_t, ndim=1, mode="c"] target, Py_ssize_t 
                       int64_t ignore_index, weight):
     """Check class indices; returns sum of weight[t] over the non-ignored t
     (their count when weight is None): the 'mean' denominator of CE and NLL."""
-    cdef const int64_t* t = &target[0] if target.shape[0] else NULL
-    cdef Py_ssize_t i, n = target.shape[0]
-    cdef int64_t v
-    cdef double total = 0.0
-    cdef cnp.ndarray w
-    cdef const double* w64 = NULL
+    cdef const int64_t* t = <const int64_t*> cnp.PyArray_DATA(target)
+    cdef Py_ssize_t n = target.shape[0], bad = -1
+    cdef int threads = threads_for(n, GRAIN)
+    cdef double total
     cdef const float* w32 = NULL
-    if weight is not None:
-        w = weight
-        if cnp.PyArray_TYPE(w) == cnp.NPY_FLOAT32:
-            w32 = <const float*> cnp.PyArray_DATA(w)
-        else:
-            w64 = <const double*> cnp.PyArray_DATA(w)
-    for i in range(n):
-        v = t[i]
-        if v == ignore_index:
-            continue
-        if v < 0 or v >= classes:
-            raise IndexError(
-                f"target: expected class indices in [0, {classes}) or ignore_index "
-                f"({ignore_index}), got {v} (Target {v} is out of bounds.)")
-        total += w32[v] if w32 != NULL else w64[v] if w64 != NULL else 1.0
+    cdef const double* w64 = NULL
+    if weight is not None and cnp.PyArray_TYPE(<cnp.ndarray> weight) == cnp.NPY_FLOAT32:
+        w32 = <const float*> cnp.PyArray_DATA(<cnp.ndarray> weight)
+        with nogil:
+            total = check_targets[float](t, n, classes, ignore_index, w32, threads, &bad)
+    else:
+        if weight is not None:
+            w64 = <const double*> cnp.PyArray_DATA(<cnp.ndarray> weight)
+        with nogil:
+            total = check_targets[double](t, n, classes, ignore_index, w64, threads, &bad)
+    if bad >= 0:
+        v = target[bad]
+        raise IndexError(
+            f"target: expected class indices in [0, {classes}) or ignore_index "
+            f"({ignore_index}), got {v} (Target {v} is out of bounds.)")
     return total
 
 
