@@ -158,10 +158,12 @@ constexpr index SMALL_C = 32;   // below this many classes, rows are regrouped i
 // vectorises whatever C is.  y (probabilities) and g use the same layout;
 // target and gout point at the first position's entries.  Writes each
 // position's loss to losses[j].
-template <class T, bool GRAD>
+// FIXED_L: a compile-time L (full tiles), for loops without remainders.
+template <class T, bool GRAD, index FIXED_L = 0>
 inline void softmax_tile(const SoftmaxArgs<T>& p, const T* __restrict x, const T* __restrict y,
                          T* __restrict g, index S, const std::int64_t* target, const T* gout,
-                         index L, double* losses) {
+                         index any_L, double* losses) {
+    const index L = FIXED_L ? FIXED_L : any_L;
     const index C = p.classes;
     const double e = p.smoothing;
     // Per-position scalars live in arrays over the tile, and every loop below
@@ -300,8 +302,12 @@ inline index softmax_unit(const SoftmaxArgs<T>& p, SoftmaxLayout layout, index u
     const T* x = p.x + r0 * C;
     rows_to_tile<ISA>(x, C, L, TILE, x_t);
     if (p.prob) rows_to_tile<ISA>(p.prob + r0 * C, C, L, TILE, y_t);
-    softmax_tile<T, GRAD>(p, x_t, y_t, g_t, TILE, p.target ? p.target + r0 : nullptr,
-                          p.grad_output ? p.grad_output + r0 : nullptr, L, losses);
+    const std::int64_t* target = p.target ? p.target + r0 : nullptr;
+    const T* gout = p.grad_output ? p.grad_output + r0 : nullptr;
+    if (L == TILE)
+        softmax_tile<T, GRAD, TILE>(p, x_t, y_t, g_t, TILE, target, gout, L, losses);
+    else
+        softmax_tile<T, GRAD>(p, x_t, y_t, g_t, TILE, target, gout, L, losses);
     if constexpr (GRAD) {
         tile_to_rows<ISA>(g_t, C, L, TILE, p.grad + r0 * C);
     }
