@@ -199,7 +199,7 @@ class LossSpec:
     numpy_value: Callable
     numpy_value_and_grad: Callable
     torch_fn: Callable  # (F, *tensors) -> loss tensor
-    jax_fn: Callable  # (jnp, lax, *arrays) -> scalar
+    jax_fn: Callable  # (jnp, lax, *arrays) -> scalar, or None: no JAX peer
     n_args: int = 2  # full-size arrays read (for GB/s; class indices are not counted)
     sklearn_fn: Callable = None  # (grad_mode, *arrays) -> (value, grad), scikit-learn's Cython loss
     title: str = None  # the row's name in tables (default: name)
@@ -501,7 +501,7 @@ def make_impls(spec: LossSpec, arrays, mode, names=IMPLS):
             impls[name] = Impl(name, lambda fn=fn: fn(*arrays), lambda out: _np_out(out, mode))
         elif name == "torch":
             impls[name] = _torch_impl(spec, arrays, grad_mode)
-        elif name == "jax":
+        elif name == "jax" and spec.jax_fn is not None:
             impls[name] = _jax_impl(spec, arrays, grad_mode)
         elif name == "sklearn" and spec.sklearn_fn is not None:
             impls[name] = _sklearn_impl(spec, arrays, grad_mode)
@@ -917,3 +917,610 @@ def format_table(results, markdown=False):
 TABLE_NOTE = ("median time per call, ± half the inter-quartile range; peer/closs > 1 means "
               "closs is faster; GB/s counts the inputs read plus the gradients written once; "
               f"(busy): other processes used more than {BUSY:.0%} of the CPUs during that case.")
+
+
+# ----------------------------------------------------------------------------------
+# Margin, ranking and focal losses: more pointwise kernels (closs/_kernels/_pointwise.pyx).
+# ----------------------------------------------------------------------------------
+
+MR_MARGIN = 0.0  # MarginRankingLoss default
+HINGE_MARGIN = 1.0  # HingeEmbeddingLoss default
+FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0  # FocalLoss defaults
+
+
+def _signs(rng, n, dtype):
+    return np.where(rng.random(n) < 0.5, -1.0, 1.0).astype(dtype)
+
+
+def _ranking_data(rng, n, dtype):
+    return (rng.standard_normal(n, dtype=dtype), rng.standard_normal(n, dtype=dtype),
+            _signs(rng, n, dtype))
+
+
+def _signed_data(rng, n, dtype):
+    return (rng.standard_normal(n, dtype=dtype), _signs(rng, n, dtype))
+
+
+def _focal_data(rng, n, dtype):
+    return (rng.standard_normal(n, dtype=dtype), (rng.random(n) < 0.3).astype(dtype))
+
+
+def _np_margin_ranking(x1, x2, y):
+    v = x2 - x1
+    v *= y
+    v += MR_MARGIN
+    np.maximum(v, 0, out=v)
+    return v.mean()
+
+
+def _np_margin_ranking_vg(x1, x2, y):
+    v = x2 - x1
+    v *= y
+    v += MR_MARGIN  # -y (x1 - x2) + margin
+    g1 = np.where(v >= 0, y, 0)  # torch's clamp_min passes the gradient at 0
+    g1 *= -1.0 / v.size
+    np.maximum(v, 0, out=v)
+    return v.mean(), (g1, -g1)
+
+
+def _np_hinge(x, y):  # targets +-1 only
+    return np.where(y == 1, x, np.maximum(HINGE_MARGIN - x, 0)).mean()
+
+
+def _np_hinge_vg(x, y):
+    g = np.where(y == 1, 1.0, np.where(x <= HINGE_MARGIN, -1.0, 0.0)).astype(x.dtype)
+    g *= 1.0 / x.size
+    return _np_hinge(x, y), g
+
+
+def _np_soft_margin(x, y):
+    return np.logaddexp(0, -y * x).mean()
+
+
+def _np_soft_margin_vg(x, y):
+    z = -y * x
+    value = np.logaddexp(0, z).mean()
+    g = np.exp(-z)
+    g += 1
+    np.divide(-y, g, out=g)  # -y sigmoid(z)
+    g *= 1.0 / x.size
+    return value, g
+
+
+def _np_focal_terms(x, y):
+    """sigmoid(x), BCE-with-logits, q = 1 - p_t and alpha_t."""
+    p = 1 / (1 + np.exp(-x))
+    ce = np.logaddexp(0, x) - y * x
+    q = p + y - 2 * p * y
+    at = FOCAL_ALPHA * y + (1 - FOCAL_ALPHA) * (1 - y)
+    return p, ce, q, at
+
+
+def _np_focal(x, y):
+    _, ce, q, at = _np_focal_terms(x, y)
+    return np.mean(at * ce * q ** FOCAL_GAMMA)
+
+
+def _np_focal_vg(x, y):
+    p, ce, q, at = _np_focal_terms(x, y)
+    w = q ** FOCAL_GAMMA
+    value = np.mean(at * ce * w)
+    g = at * ((p - y) * w - FOCAL_GAMMA * ce * q ** (FOCAL_GAMMA - 1) * p * (1 - p) * (2 * y - 1))
+    g *= 1.0 / x.size
+    return value, g
+
+
+def _torch_focal(F, x, y):  # torchvision.ops.sigmoid_focal_loss(x, y, reduction="mean")
+    p = x.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    p_t = p * y + (1 - p) * (1 - y)
+    alpha_t = FOCAL_ALPHA * y + (1 - FOCAL_ALPHA) * (1 - y)
+    return (alpha_t * ce * (1 - p_t) ** FOCAL_GAMMA).mean()
+
+
+def _jax_hinge(jnp, lax, x, y):
+    return jnp.mean(jnp.where(y != -1, x, 0.0)
+                    + jnp.where(y != 1, jnp.maximum(HINGE_MARGIN - x, 0.0), 0.0))
+
+
+def _jax_soft_margin(jnp, lax, x, y):
+    import jax
+    return jnp.mean(jax.nn.softplus(-y * x))
+
+
+def _jax_focal(jnp, lax, x, y):
+    import jax
+    p = jax.nn.sigmoid(x)
+    ce = (1 - y) * x - jax.nn.log_sigmoid(x)
+    p_t = p * y + (1 - p) * (1 - y)
+    alpha_t = FOCAL_ALPHA * y + (1 - FOCAL_ALPHA) * (1 - y)
+    return jnp.mean(alpha_t * ce * (1 - p_t) ** FOCAL_GAMMA)
+
+
+for _spec in [
+    LossSpec("margin_ranking", "MarginRankingLoss", _ranking_data, (0, 1), _np_margin_ranking,
+             _np_margin_ranking_vg, lambda F, x1, x2, y: F.margin_ranking_loss(x1, x2, y),
+             lambda jnp, lax, x1, x2, y: jnp.mean(jnp.maximum(-y * (x1 - x2) + MR_MARGIN, 0.0)),
+             n_args=3),
+    LossSpec("hinge_embedding", "HingeEmbeddingLoss", _signed_data, (0,), _np_hinge,
+             _np_hinge_vg, lambda F, x, y: F.hinge_embedding_loss(x, y), _jax_hinge),
+    LossSpec("soft_margin", "SoftMarginLoss", _signed_data, (0,), _np_soft_margin,
+             _np_soft_margin_vg, lambda F, x, y: F.soft_margin_loss(x, y), _jax_soft_margin),
+    LossSpec("sigmoid_focal", "FocalLoss", _focal_data, (0,), _np_focal, _np_focal_vg,
+             _torch_focal, _jax_focal),
+]:
+    LOSSES[_spec.key] = _spec
+    ALIASES[_spec.name.lower()] = ALIASES[_spec.name.lower()[:-4]] = _spec.key
+
+
+# ----------------------------------------------------------------------------------
+# Margin losses over the class axis: MultiMargin, MultiLabelMargin (closs/_kernels/_margin.pyx).
+# ----------------------------------------------------------------------------------
+
+def _label_sets_data(classes, most):
+    """Logits (n / C, C) and per row 0..most distinct target classes, then -1s."""
+    def make(rng, n, dtype):
+        rows = max(1, n // classes)
+        order = np.argsort(rng.random((rows, classes)), axis=1)  # a permutation per row
+        count = rng.integers(0, most + 1, rows)
+        return (rng.standard_normal((rows, classes), dtype=dtype),
+                np.where(np.arange(classes) < count[:, None], order, -1))
+    return make
+
+
+def _np_multi_margin_terms(x, t):
+    """(z = 1 - x[t] + x with z[t] = 0, row indices)."""
+    rows = np.arange(len(t))
+    z = x - x[rows, t][:, None]
+    z += 1.0
+    z[rows, t] = 0.0
+    return z, rows
+
+
+def _np_multi_margin(x, t):
+    z, _ = _np_multi_margin_terms(x, t)
+    return np.maximum(z, 0.0, out=z).sum() / z.size  # mean of row sums / C
+
+
+def _np_multi_margin_vg(x, t):
+    z, rows = _np_multi_margin_terms(x, t)
+    g = (z > 0).astype(x.dtype)
+    value = np.maximum(z, 0.0, out=z).sum() / z.size
+    g[rows, t] = -g.sum(axis=1)
+    g /= z.size
+    return value, g
+
+
+def _np_label_pairs(x, t):
+    """(valid target slots, their classes, active pairs (row, slot, class), z)."""
+    valid = np.cumprod(t >= 0, axis=1).astype(bool)  # the entries before the first -1
+    rows = np.broadcast_to(np.arange(len(x))[:, None], t.shape)[valid]
+    is_target = np.zeros(x.shape, bool)
+    is_target[rows, t[valid]] = True
+    z = 1.0 - np.take_along_axis(x, np.where(valid, t, 0), axis=1)[:, :, None] + x[:, None, :]
+    active = valid[:, :, None] & ~is_target[:, None, :] & (z > 0)
+    return valid, rows, active, z
+
+
+def _np_multilabel_margin(x, t):
+    _, _, active, z = _np_label_pairs(x, t)
+    return np.sum(z, where=active) / x.size
+
+
+def _np_multilabel_margin_vg(x, t):
+    valid, rows, active, z = _np_label_pairs(x, t)
+    g = active.sum(axis=1).astype(x.dtype)
+    np.subtract.at(g, (rows, t[valid]), active.sum(axis=2)[valid].astype(x.dtype))
+    g /= x.size
+    return np.sum(z, where=active) / x.size, g
+
+
+def _jax_multi_margin(jnp, lax, x, t):
+    z = 1.0 - jnp.take_along_axis(x, t[:, None], axis=1) + x
+    other = jnp.arange(x.shape[1])[None, :] != t[:, None]
+    return jnp.sum(jnp.where(other & (z > 0), z, 0.0)) / x.size
+
+
+def _jax_multilabel_margin(jnp, lax, x, t):
+    """Every (target slot, class) pair: C times the input, fine for C = 10."""
+    n, c = x.shape
+    valid = jnp.cumprod(t >= 0, axis=1) > 0
+    is_target = jnp.zeros(x.shape, bool).at[jnp.arange(n)[:, None], jnp.where(valid, t, c)].set(
+        True, mode="drop")
+    z = 1.0 - jnp.take_along_axis(x, jnp.where(valid, t, 0), axis=1)[:, :, None] + x[:, None, :]
+    active = valid[:, :, None] & ~is_target[:, None, :] & (z > 0)
+    return jnp.sum(jnp.where(active, z, 0.0)) / x.size
+
+
+for _spec in [
+    LossSpec("multi_margin", "MultiMarginLoss", _logits_data(1000), (0,), _np_multi_margin,
+             _np_multi_margin_vg, lambda F, x, t: F.multi_margin_loss(x, t), _jax_multi_margin,
+             n_args=1, title="MultiMarginLoss (N, 1000)"),
+    LossSpec("multilabel_margin", "MultiLabelMarginLoss", _label_sets_data(10, 4), (0,),
+             _np_multilabel_margin, _np_multilabel_margin_vg,
+             lambda F, x, t: F.multilabel_margin_loss(x, t), _jax_multilabel_margin, n_args=1,
+             title="MultiLabelMarginLoss (N, 10)"),
+]:
+    LOSSES[_spec.key] = _spec
+
+
+# ----------------------------------------------------------------------------------
+# Losses over feature rows: CosineEmbedding, TripletMargin(+WithDistance) (closs/_kernels/_features.pyx).
+# ----------------------------------------------------------------------------------
+
+# Rows of FEATURES features made from n elements (n / FEATURES rows): the large
+# size 1e7 is 78125 x 128 per input.
+FEATURES = 128
+COS_EPS = float(np.float32(1e-12))  # torch's cosine_embedding_loss epsilon
+TRIPLET_MARGIN = 1.0  # TripletMarginLoss defaults
+PAIRWISE_EPS = 1e-6
+COSINE_SIM_EPS = 1e-8  # torch's cosine_similarity default
+
+
+def _feature_rows(count):
+    def make(rng, n, dtype):
+        rows = max(1, n // FEATURES)
+        return tuple(rng.standard_normal((rows, FEATURES), dtype=dtype) for _ in range(count))
+    return make
+
+
+def _cosine_pairs_data(rng, n, dtype):
+    x1, x2 = _feature_rows(2)(rng, n, dtype)
+    return x1, x2, np.where(rng.random(len(x1)) < 0.5, -1.0, 1.0).astype(dtype)
+
+
+def _np_rowdot(x, y):
+    return np.einsum("ij,ij->i", x, y)
+
+
+def _np_cosine_parts(x1, x2):
+    m1 = _np_rowdot(x1, x1) + COS_EPS
+    m2 = _np_rowdot(x2, x2) + COS_EPS
+    den = np.sqrt(m1 * m2)
+    return _np_rowdot(x1, x2) / den, den, m1, m2
+
+
+def _np_cosine_embedding(x1, x2, y):  # margin 0
+    cos = _np_cosine_parts(x1, x2)[0]
+    return np.where(y == 1, 1 - cos, np.where(y == -1, np.maximum(cos, 0), 0)).mean()
+
+
+def _np_cosine_embedding_vg(x1, x2, y):
+    cos, den, m1, m2 = _np_cosine_parts(x1, x2)
+    value = np.where(y == 1, 1 - cos, np.where(y == -1, np.maximum(cos, 0), 0)).mean()
+    dcos = np.where(y == 1, -1.0, np.where((y == -1) & (cos >= 0), 1.0, 0.0)) / len(y)
+    k = (dcos / den)[:, None]
+    g1 = k * x2 - (dcos * cos / m1)[:, None] * x1
+    g2 = k * x1 - (dcos * cos / m2)[:, None] * x2
+    return value, (g1.astype(x1.dtype), g2.astype(x2.dtype))
+
+
+def _jax_cosine_embedding(jnp, lax, x1, x2, y):
+    m1 = jnp.sum(x1 * x1, axis=1) + COS_EPS
+    m2 = jnp.sum(x2 * x2, axis=1) + COS_EPS
+    cos = jnp.sum(x1 * x2, axis=1) / jnp.sqrt(m1 * m2)
+    return jnp.mean(jnp.where(y == 1, 1 - cos, jnp.where(y == -1, jnp.maximum(cos, 0), 0)))
+
+
+def _np_triplet(a, p, n):
+    d_ap = np.sqrt(_np_rowdot(a - p + PAIRWISE_EPS, a - p + PAIRWISE_EPS))
+    d_an = np.sqrt(_np_rowdot(a - n + PAIRWISE_EPS, a - n + PAIRWISE_EPS))
+    return np.maximum(TRIPLET_MARGIN + d_ap - d_an, 0).mean()
+
+
+def _np_triplet_vg(a, p, n):
+    u = a - p
+    u += PAIRWISE_EPS
+    v = a - n
+    v += PAIRWISE_EPS
+    d_ap, d_an = np.sqrt(_np_rowdot(u, u)), np.sqrt(_np_rowdot(v, v))
+    h = TRIPLET_MARGIN + d_ap - d_an
+    active = (h >= 0) / len(h)
+    u *= (active / d_ap)[:, None].astype(a.dtype)
+    v *= (active / d_an)[:, None].astype(a.dtype)
+    return np.maximum(h, 0).mean(), (u - v, -u, v)
+
+
+def _jax_triplet(jnp, lax, a, p, n):
+    d_ap = jnp.sqrt(jnp.sum((a - p + PAIRWISE_EPS) ** 2, axis=1))
+    d_an = jnp.sqrt(jnp.sum((a - n + PAIRWISE_EPS) ** 2, axis=1))
+    return jnp.mean(jnp.maximum(TRIPLET_MARGIN + d_ap - d_an, 0))
+
+
+def _np_cosine_distance_parts(x, y):
+    nx = np.maximum(np.sqrt(_np_rowdot(x, x)), COSINE_SIM_EPS)
+    ny = np.maximum(np.sqrt(_np_rowdot(y, y)), COSINE_SIM_EPS)
+    return 1 - _np_rowdot(x, y) / (nx * ny), nx, ny
+
+
+def _np_triplet_cosine(a, p, n):
+    d_ap = _np_cosine_distance_parts(a, p)[0]
+    d_an = _np_cosine_distance_parts(a, n)[0]
+    return np.maximum(TRIPLET_MARGIN + d_ap - d_an, 0).mean()
+
+
+def _np_triplet_cosine_vg(a, p, n):
+    d_ap, na, np_ = _np_cosine_distance_parts(a, p)
+    d_an, _, nn = _np_cosine_distance_parts(a, n)
+    h = TRIPLET_MARGIN + d_ap - d_an
+    c = (h >= 0) / len(h)
+    # d (1 - cos(x, y)) / d x = cos x / |x|^2 - y / (|x| |y|) (norms above eps)
+    cap, can = 1 - d_ap, 1 - d_an
+    col = lambda v: v[:, None].astype(a.dtype)  # noqa: E731
+    ga = col(c * (cap - can) / na ** 2) * a - col(c / (na * np_)) * p + col(c / (na * nn)) * n
+    gp = col(c * cap / np_ ** 2) * p - col(c / (na * np_)) * a
+    gn = col(c / (na * nn)) * a - col(c * can / nn ** 2) * n
+    return np.maximum(h, 0).mean(), (ga, gp, gn)
+
+
+def _jax_triplet_cosine(jnp, lax, a, p, n):
+    def distance(x, y):
+        nx = jnp.maximum(jnp.sqrt(jnp.sum(x * x, axis=1)), COSINE_SIM_EPS)
+        ny = jnp.maximum(jnp.sqrt(jnp.sum(y * y, axis=1)), COSINE_SIM_EPS)
+        return 1 - jnp.sum(x * y, axis=1) / (nx * ny)
+    return jnp.mean(jnp.maximum(TRIPLET_MARGIN + distance(a, p) - distance(a, n), 0))
+
+
+def _torch_triplet_cosine(F, a, p, n):
+    return F.triplet_margin_with_distance_loss(
+        a, p, n, distance_function=lambda x, y: 1 - F.cosine_similarity(x, y))
+
+
+for _spec in [
+    LossSpec("cosine_embedding", "CosineEmbeddingLoss", _cosine_pairs_data, (0, 1),
+             _np_cosine_embedding, _np_cosine_embedding_vg,
+             lambda F, x1, x2, y: F.cosine_embedding_loss(x1, x2, y), _jax_cosine_embedding,
+             title="CosineEmbeddingLoss (N, 128)"),
+    LossSpec("triplet_margin", "TripletMarginLoss", _feature_rows(3), (0, 1, 2), _np_triplet,
+             _np_triplet_vg, lambda F, a, p, n: F.triplet_margin_loss(a, p, n), _jax_triplet,
+             n_args=3, title="TripletMarginLoss (N, 128)"),
+    LossSpec("triplet_margin_with_distance", "TripletMarginWithDistanceLoss", _feature_rows(3),
+             (0, 1, 2), _np_triplet_cosine, _np_triplet_cosine_vg, _torch_triplet_cosine,
+             _jax_triplet_cosine, n_args=3, options=(("distance_function", "cosine"),),
+             title="TripletMarginWithDistanceLoss (cosine, N, 128)"),
+]:
+    LOSSES[_spec.key] = _spec
+
+
+# ----------------------------------------------------------------------------------
+# Overlap losses: Dice, Tversky (closs/_kernels/_overlap.pyx).
+# ----------------------------------------------------------------------------------
+
+# MONAI-style segmentation losses on (B, 4, H, W) logits with softmax over the 4
+# channels: Dice with a dense one-hot target, Tversky (alpha 0.3, beta 0.7) with
+# (B, 1, H, W) labels through to_onehot_y.  The peers implement MONAI's formulas.
+
+OVERLAP_CLASSES = 4
+OVERLAP_SMOOTH = 1e-5  # MONAI's smooth_nr = smooth_dr default
+TVERSKY_AB = (0.3, 0.7)
+
+
+def _overlap_shape(n, classes=OVERLAP_CLASSES):
+    """About n elements as (B, C, H, W): up to 16 images of at least 16 pixels,
+    H x W as square as it comes (16 x 4 x 400 x 400 for n = 10_240_000)."""
+    batch = min(16, max(1, n // (classes * 16)))
+    pixels = max(1, n // (batch * classes))
+    h = max(1, math.isqrt(pixels))
+    return batch, classes, h, pixels // h
+
+
+def _overlap_labels(rng, n):
+    b, c, h, w = _overlap_shape(n)
+    return rng.integers(0, c, (b, 1, h, w))
+
+
+def _dice_data(rng, n, dtype):
+    labels = _overlap_labels(rng, n)
+    x = rng.standard_normal((labels.shape[0], OVERLAP_CLASSES) + labels.shape[2:], dtype=dtype)
+    return x, _np_one_hot(labels, dtype)
+
+
+def _tversky_data(rng, n, dtype):
+    labels = _overlap_labels(rng, n)
+    x = rng.standard_normal((labels.shape[0], OVERLAP_CLASSES) + labels.shape[2:], dtype=dtype)
+    return x, labels
+
+
+def _np_one_hot(labels, dtype):
+    """(B, 1, H, W) labels -> (B, C, H, W) one-hot of dtype."""
+    return (labels == np.arange(OVERLAP_CLASSES).reshape(1, -1, 1, 1)).astype(dtype)
+
+
+# The score of both as L = 1 - (k I + nr) / (u I + a P + b G + dr) per (b, c), with
+# I = sum p y, P = sum p, G = sum y over H, W (closs/functional.py's coefficients).
+_DICE_COEF = (2.0, 0.0, 1.0, 1.0)
+_TVERSKY_COEF = (1.0, 1.0 - sum(TVERSKY_AB)) + TVERSKY_AB
+
+
+def _np_overlap(x, y, coef):
+    """(softmax p, N, D), N and D of shape (B, C, 1, 1)."""
+    k, u, a, b = coef
+    p = np.exp(x - x.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    i = np.sum(p * y, axis=(2, 3), keepdims=True)
+    n = k * i + OVERLAP_SMOOTH
+    d = u * i + a * p.sum(axis=(2, 3), keepdims=True) + b * y.sum(axis=(2, 3), keepdims=True)
+    d += OVERLAP_SMOOTH
+    return p, n, d
+
+
+def _np_overlap_vg(x, y, coef):
+    k, u, a, b = coef
+    p, n, d = _np_overlap(x, y, coef)
+    r = n / d
+    value = np.mean(1 - r)
+    gp = y * (-(k - u * r) / d) + a * r / d  # d value / d p, then through the softmax
+    gp /= r.size
+    g = gp - np.sum(p * gp, axis=1, keepdims=True)
+    g *= p
+    return value, g
+
+
+def _np_dice(x, y):
+    _, n, d = _np_overlap(x, y, _DICE_COEF)
+    return np.mean(1 - n / d)
+
+
+def _np_dice_vg(x, y):
+    return _np_overlap_vg(x, y, _DICE_COEF)
+
+
+def _np_tversky(x, t):
+    _, n, d = _np_overlap(x, _np_one_hot(t, x.dtype), _TVERSKY_COEF)
+    return np.mean(1 - n / d)
+
+
+def _np_tversky_vg(x, t):
+    return _np_overlap_vg(x, _np_one_hot(t, x.dtype), _TVERSKY_COEF)
+
+
+def _monai_dice(mod, p, y):
+    """MONAI's DiceLoss formula (mean over B x C) on softmax p, for torch and JAX."""
+    tp = (p * y).sum((2, 3))
+    fp = p.sum((2, 3)) - tp
+    fn = y.sum((2, 3)) - tp
+    return mod.mean(1 - (2 * tp + OVERLAP_SMOOTH) / (2 * (tp + 0.5 * fp + 0.5 * fn)
+                                                     + OVERLAP_SMOOTH))
+
+
+def _monai_tversky(mod, p, y):
+    """MONAI's TverskyLoss formula (coupled sums, mean over B x C)."""
+    alpha, beta = TVERSKY_AB
+    tp = (p * y).sum((2, 3))
+    fp = (p * (1 - y)).sum((2, 3))
+    fn = ((1 - p) * y).sum((2, 3))
+    return mod.mean(1 - (tp + OVERLAP_SMOOTH)
+                    / (tp + alpha * fp + beta * fn + OVERLAP_SMOOTH))
+
+
+def _torch_tversky(F, x, t):
+    torch = import_peer("torch")
+    y = F.one_hot(t[:, 0], x.shape[1]).permute(0, 3, 1, 2).to(x.dtype)
+    return _monai_tversky(torch, F.softmax(x, 1), y)
+
+
+def _jax_tversky(jnp, lax, x, t):
+    import jax
+    y = jax.nn.one_hot(t[:, 0], x.shape[1], axis=1, dtype=x.dtype)
+    return _monai_tversky(jnp, jax.nn.softmax(x, axis=1), y)
+
+
+def _jax_dice(jnp, lax, x, y):
+    import jax
+    return _monai_dice(jnp, jax.nn.softmax(x, axis=1), y)
+
+
+for _spec in [
+    LossSpec("dice", "DiceLoss", _dice_data, (0,), _np_dice, _np_dice_vg,
+             lambda F, x, y: _monai_dice(import_peer("torch"), F.softmax(x, 1), y), _jax_dice,
+             options=(("softmax", True),), title="DiceLoss (softmax, one-hot (B, 4, H, W))"),
+    LossSpec("tversky", "TverskyLoss", _tversky_data, (0,), _np_tversky, _np_tversky_vg,
+             _torch_tversky, _jax_tversky, n_args=1,
+             options=(("softmax", True), ("to_onehot_y", True), ("alpha", TVERSKY_AB[0]),
+                      ("beta", TVERSKY_AB[1])),
+             title="TverskyLoss (softmax, labels (B, 1, H, W), a=0.3 b=0.7)"),
+]:
+    LOSSES[_spec.key] = _spec
+
+
+# ----------------------------------------------------------------------------------
+# Sequence loss: CTC (closs/_kernels/_ctc.pyx).
+# ----------------------------------------------------------------------------------
+
+# The issue's shape: T=50 steps, C=20 classes (blank 0), padded targets of S=10; the
+# batch N = n // (T C) (at least 1), so n = 16000 is the issue's N=16 and n is about
+# the number of log-probabilities.
+CTC_T, CTC_C, CTC_S = 50, 20, 10
+
+
+def _ctc_data(rng, n, dtype):
+    N = max(1, n // (CTC_T * CTC_C))
+    x = 2.0 * rng.standard_normal((CTC_T, N, CTC_C))
+    x -= np.log(np.exp(x).sum(axis=2, keepdims=True))
+    return (x.astype(dtype), rng.integers(1, CTC_C, (N, CTC_S)),
+            rng.integers(CTC_T - 10, CTC_T + 1, N), rng.integers(CTC_S // 2, CTC_S + 1, N))
+
+
+def _np_ctc_forward(lp, targets, il, tl):
+    """The log-space alpha recursion, vectorised over the batch (float64; inputs
+    with il >= 1): (alpha (T, N, W), per-state log-probabilities, states,
+    skip mask, loss (N,))."""
+    lp = lp.astype(np.float64)
+    T, N, _ = lp.shape
+    W = 2 * targets.shape[1] + 1
+    ext = np.zeros((N, W), np.int64)
+    ext[:, 1::2] = targets
+    skip = np.zeros((N, W), bool)
+    skip[:, 3::2] = ext[:, 3::2] != ext[:, 1:-2:2]
+    em = np.take_along_axis(lp, np.broadcast_to(ext, (T, N, W)), axis=2)
+    alpha = np.full((T, N, W), -np.inf)
+    alpha[0, :, :2] = em[0, :, :2]
+    with np.errstate(invalid="ignore"):
+        for t in range(1, T):
+            a = alpha[t - 1]
+            acc = np.logaddexp(a[:, 1:], a[:, :-1])
+            acc[:, 1:] = np.where(skip[:, 2:], np.logaddexp(acc[:, 1:], a[:, :-2]), acc[:, 1:])
+            alpha[t, :, 0] = a[:, 0] + em[t, :, 0]
+            alpha[t, :, 1:] = acc + em[t, :, 1:]
+    rows = np.arange(N)
+    last = alpha[il - 1, rows]
+    loss = -np.logaddexp(last[rows, 2 * tl], np.where(tl > 0, last[rows, 2 * tl - 1], -np.inf))
+    return alpha, em, ext, skip, loss
+
+
+def _np_ctc(lp, targets, il, tl):
+    loss = _np_ctc_forward(lp, targets, il, tl)[-1]
+    return np.mean(loss / np.maximum(tl, 1)).astype(lp.dtype)
+
+
+def _np_ctc_vg(lp, targets, il, tl):
+    """Beta by the mirrored recursion, gamma by scattering exp(alpha + beta - lp +
+    loss) onto the classes; torch's gradient g (exp(lp) - gamma) for t < il."""
+    alpha, em, ext, skip, loss = _np_ctc_forward(lp, targets, il, tl)
+    T, N, W = alpha.shape
+    rows = np.arange(N)
+    beta = np.full((T, N, W), -np.inf)
+    with np.errstate(invalid="ignore"):
+        for t in range(T - 1, -1, -1):
+            start = np.full((N, W), -np.inf)
+            start[rows, 2 * tl] = em[t, rows, 2 * tl]
+            start[rows, 2 * tl - 1] = np.where(tl > 0, em[t, rows, 2 * tl - 1], -np.inf)
+            if t == T - 1:
+                beta[t] = np.where((il - 1 == t)[:, None], start, -np.inf)
+                continue
+            b = beta[t + 1]
+            acc = np.logaddexp(b[:, :-1], b[:, 1:])
+            acc[:, :-1] = np.where(skip[:, 2:], np.logaddexp(acc[:, :-1], b[:, 2:]), acc[:, :-1])
+            step = np.concatenate([acc, b[:, -1:]], axis=1) + em[t]
+            beta[t] = np.where((il - 1 == t)[:, None], start,
+                               np.where((t < il - 1)[:, None], step, -np.inf))
+    post = np.exp(alpha + beta - em + loss[None, :, None])
+    gamma = np.zeros(lp.shape)
+    np.add.at(gamma, (slice(None), rows[:, None], ext), post)
+    g = 1.0 / (N * np.maximum(tl, 1))
+    mask = np.arange(T)[:, None] < il[None, :]
+    grad = (np.exp(lp.astype(np.float64)) - gamma) * (g * mask)[:, :, None]
+    return np.mean(loss / np.maximum(tl, 1)).astype(lp.dtype), grad.astype(lp.dtype)
+
+
+def _optax_importable():
+    import importlib.util
+    return importlib.util.find_spec("optax") is not None
+
+
+def _jax_ctc(jnp, lax, lp, targets, il, tl):
+    """optax.ctc_loss (batch-major, log_softmax applied inside: its gradient w.r.t.
+    normalised log-probabilities is torch's exp(lp) - gamma), reduced as torch's 'mean'."""
+    import optax
+    T, S = lp.shape[0], targets.shape[1]
+    logit_pad = (jnp.arange(T)[None, :] >= il[:, None]).astype(lp.dtype)
+    label_pad = (jnp.arange(S)[None, :] >= tl[:, None]).astype(lp.dtype)
+    per_seq = optax.ctc_loss(jnp.transpose(lp, (1, 0, 2)), logit_pad, targets, label_pad)
+    return jnp.mean(per_seq / jnp.maximum(tl, 1))
+
+
+LOSSES["ctc"] = LossSpec(
+    "ctc", "CTCLoss", _ctc_data, (0,), _np_ctc, _np_ctc_vg,
+    lambda F, lp, t, il, tl: F.ctc_loss(lp, t, il, tl),
+    _jax_ctc if _optax_importable() else None,  # no JAX peer without optax
+    n_args=1, title="CTCLoss (T=50, N=n/1000, C=20, S=10)")

@@ -25,6 +25,18 @@ __all__ = [
     "BCEWithLogitsLoss",
     "KLDivLoss",
     "MultiLabelSoftMarginLoss",
+    "MarginRankingLoss",
+    "HingeEmbeddingLoss",
+    "SoftMarginLoss",
+    "FocalLoss",
+    "MultiMarginLoss",
+    "MultiLabelMarginLoss",
+    "CTCLoss",
+    "DiceLoss",
+    "TverskyLoss",
+    "CosineEmbeddingLoss",
+    "TripletMarginLoss",
+    "TripletMarginWithDistanceLoss",
 ]
 
 
@@ -321,3 +333,337 @@ class MultiLabelSoftMarginLoss(_Loss):
     def _sweep(self, ops, reduction, want_value, want_grad, grad_output):
         out = F._multilabel_soft_margin_finish(ops, reduction, want_grad, grad_output)
         return out if want_grad else (out, None)
+
+
+# ----------------------------------------------------------------------------------
+# Margin, ranking and focal losses: more pointwise kernels (closs/_kernels/_pointwise.pyx).
+# ----------------------------------------------------------------------------------
+
+
+class MarginRankingLoss(_Loss):
+    """Ranking loss of two inputs; see :func:`closs.functional.margin_ranking_loss`.
+
+    ``forward(input1, input2, target)``; ``backward`` returns
+    ``(grad_input1, grad_input2)``.
+
+    >>> import numpy as np, closs
+    >>> closs.MarginRankingLoss()(np.array([1., 2., 3.]), np.array([2., 3., 4.]),
+    ...                           np.array([1., -1., 1.]))
+    np.float64(0.6666666666666666)
+    """
+
+    def __init__(self, margin=0.0, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.margin = _v.real_number(margin, "margin")
+
+    def _operands(self, input1, input2, target):
+        return F._margin_ranking_operands(input1, input2, target, self.margin)
+
+    def extra_repr(self):
+        return ", ".join(filter(None, [f"margin={self.margin}", super().extra_repr()]))
+
+
+class HingeEmbeddingLoss(_Loss):
+    """Hinge embedding loss; see :func:`closs.functional.hinge_embedding_loss`.
+
+    >>> import numpy as np, closs
+    >>> closs.HingeEmbeddingLoss()(np.array([.3, -.5, 2, .3, 1.5, .7]),
+    ...                            np.array([1, 1, -1, -1, -1, 0]))
+    np.float64(0.25)
+    """
+
+    def __init__(self, margin=1.0, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.margin = _v.real_number(margin, "margin")
+
+    def _operands(self, input, target):
+        return F._input_target_operands(F._pw.HINGE_EMBEDDING, input, target, self.margin)
+
+    def extra_repr(self):
+        return ", ".join(filter(None, [f"margin={self.margin}", super().extra_repr()]))
+
+
+class SoftMarginLoss(_Loss):
+    """Two-class logistic loss; see :func:`closs.functional.soft_margin_loss`.
+
+    >>> import numpy as np, closs
+    >>> round(float(closs.SoftMarginLoss()(np.array([0., 40.]), np.array([1., 1.]))), 6)
+    0.346574
+    """
+
+    def _operands(self, input, target):
+        return F._input_target_operands(F._pw.SOFT_MARGIN, input, target, input_shaped=True)
+
+
+class FocalLoss(_Loss):
+    """Sigmoid focal loss (torchvision's formula); see
+    :func:`closs.functional.sigmoid_focal_loss`.  torchvision has no class: this
+    one takes its ``alpha=0.25`` and ``gamma=2.0`` and, like every loss class,
+    ``reduction='mean'`` (the functional's default is 'none').
+
+    >>> import numpy as np, closs
+    >>> closs.FocalLoss()(np.array([-3., -.5, 0, .5, 3, 20]), np.array([0., 1, 1, 0, 1, 0]))
+    np.float64(2.5701404204466924)
+    """
+
+    _alias = False
+
+    def __init__(self, alpha=0.25, gamma=2.0, reduction="mean"):
+        super().__init__(None, None, reduction)
+        self.alpha, self.gamma = F._focal_options(alpha, gamma)
+
+    def _operands(self, input, target):
+        return F._sigmoid_focal_operands(input, target, self.alpha, self.gamma,
+                                         ("input", "target"))
+
+    def extra_repr(self):
+        return ", ".join(filter(None, [f"alpha={self.alpha}, gamma={self.gamma}",
+                                       super().extra_repr()]))
+
+
+# ----------------------------------------------------------------------------------
+# Margin losses over the class axis: MultiMargin, MultiLabelMargin (closs/_kernels/_margin.pyx).
+# ----------------------------------------------------------------------------------
+
+
+class MultiMarginLoss(_Loss):
+    """Multi-class hinge loss; see :func:`closs.functional.multi_margin_loss`.
+
+    >>> import numpy as np, closs
+    >>> closs.MultiMarginLoss()(np.array([[.25, .5, 1, 2], [1, -1, .5, 0]]), np.array([3, 0]))
+    np.float64(0.0625)
+    """
+
+    _sweep = staticmethod(F._margin.evaluate)
+
+    def __init__(self, p=1, margin=1.0, weight=None, size_average=None, reduce=None,
+                 reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.p = F._multi_margin_p(p)
+        self.margin = _v.real_number(margin, "margin")
+        F._multi_margin_weight_dims(weight)
+        self.weight = weight
+
+    def _operands(self, input, target):
+        return F._multi_margin_operands(input, target, self.p, self.margin, self.weight)
+
+    def extra_repr(self):
+        return ", ".join(filter(None, [f"p={self.p}, margin={self.margin}",
+                                       super().extra_repr()]))
+
+
+class MultiLabelMarginLoss(_Loss):
+    """Multi-label hinge loss; see :func:`closs.functional.multilabel_margin_loss`.
+
+    >>> import numpy as np, closs
+    >>> closs.MultiLabelMarginLoss()(np.array([[1., 2, 3, 4]]), np.array([[0, 3, -1, -1]]))
+    np.float64(1.25)
+    """
+
+    _sweep = staticmethod(F._margin.evaluate)
+
+    def _operands(self, input, target):
+        return F._multilabel_margin_operands(input, target)
+
+
+# ----------------------------------------------------------------------------------
+# Losses over feature rows: CosineEmbedding, TripletMargin(+WithDistance) (closs/_kernels/_features.pyx).
+# ----------------------------------------------------------------------------------
+
+
+class CosineEmbeddingLoss(_Loss):
+    """Cosine embedding loss of pairs of rows; see
+    :func:`closs.functional.cosine_embedding_loss`.
+
+    ``forward(input1, input2, target)``; ``backward`` returns
+    ``(grad_input1, grad_input2)``.
+
+    >>> import numpy as np, closs
+    >>> closs.CosineEmbeddingLoss()(np.array([[1e-7, 0.]]), np.array([[1e-7, 0.]]), np.array([1]))
+    np.float64(0.9900990098618194)
+    """
+
+    _sweep = staticmethod(F._features.evaluate)
+
+    def __init__(self, margin=0.0, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.margin = _v.real_number(margin, "margin")
+
+    def _operands(self, input1, input2, target):
+        return F._cosine_embedding_operands(input1, input2, target, self.margin)
+
+    def extra_repr(self):
+        return ", ".join(filter(None, [f"margin={self.margin}", super().extra_repr()]))
+
+
+class TripletMarginLoss(_Loss):
+    """Triplet margin loss with torch's pairwise distance; see
+    :func:`closs.functional.triplet_margin_loss`.
+
+    ``forward(anchor, positive, negative)``; ``backward`` returns
+    ``(grad_anchor, grad_positive, grad_negative)``.
+
+    >>> import numpy as np, closs
+    >>> closs.TripletMarginLoss(reduction="sum")(np.array([[1., 1]]), np.array([[1., 1]]),
+    ...                                          np.array([[1., 1.5]]))
+    np.float64(0.5000024142125624)
+    """
+
+    _sweep = staticmethod(F._features.evaluate)
+
+    def __init__(self, margin=1.0, p=2.0, eps=1e-06, swap=False, size_average=None, reduce=None,
+                 reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.margin, self.p, self.eps, self.swap = F._triplet_options(
+            margin, p, eps, swap, owner="TripletMarginLoss")
+
+    def _operands(self, anchor, positive, negative):
+        return F._triplet_operands(anchor, positive, negative, F._features.TRIPLET_NORM,
+                                   self.margin, self.p, self.eps, self.swap)
+
+    def extra_repr(self):
+        extra = [f"margin={self.margin}", f"p={self.p}", f"eps={self.eps}", f"swap={self.swap}"]
+        return ", ".join(filter(None, extra + [super().extra_repr()]))
+
+
+class TripletMarginWithDistanceLoss(_Loss):
+    """Triplet margin loss with a chosen distance (None / 'pairwise', 'cosine'
+    or a callable that can supply its gradient); see
+    :func:`closs.functional.triplet_margin_with_distance_loss`.
+
+    ``forward(anchor, positive, negative)``; ``backward`` returns
+    ``(grad_anchor, grad_positive, grad_negative)``.
+
+    >>> import numpy as np, closs
+    >>> loss = closs.TripletMarginWithDistanceLoss(distance_function="cosine", reduction="none")
+    >>> loss(np.array([[1., 0], [1, 1]]), np.array([[1., 1], [0, 1]]), np.array([[0., 1], [1, 0]]))
+    array([0.29289322, 1.        ])
+    """
+
+    _alias = False
+    _sweep = staticmethod(F._triplet_distance_evaluate)
+
+    def __init__(self, *, distance_function=None, margin=1.0, swap=False, reduction="mean"):
+        super().__init__(None, None, reduction)
+        self.distance_function = F._distance_function(distance_function)
+        self.margin = F._triplet_margin(margin, owner="TripletMarginWithDistanceLoss")
+        self.swap = _v.flag(swap, "swap")
+
+    def _operands(self, anchor, positive, negative):
+        return F._triplet_distance_operands(anchor, positive, negative, self.distance_function,
+                                            self.margin, self.swap)
+
+    def extra_repr(self):
+        extra = [f"distance_function={self.distance_function!r}", f"margin={self.margin}",
+                 f"swap={self.swap}"]
+        return ", ".join(filter(None, extra + [super().extra_repr()]))
+
+
+# ----------------------------------------------------------------------------------
+# Overlap losses: Dice, Tversky (closs/_kernels/_overlap.pyx).
+# ----------------------------------------------------------------------------------
+
+
+class _OverlapLoss(_Loss):
+    """Base of the MONAI-style overlap losses: options validated at construction
+    (the reduction too, MONAI's set without 'elementwise_mean'), MONAI's pipeline
+    per forward (closs.functional._overlap_operands)."""
+
+    _alias = False
+    _sweep = staticmethod(F._overlap.evaluate)
+
+    def _keep(self, opts, sigmoid, softmax):
+        """Keep the validated options, and MONAI's attributes for the reader."""
+        self._options = opts
+        self.include_background = opts.include_background
+        self.to_onehot_y = opts.to_onehot_y
+        self.sigmoid, self.softmax = bool(sigmoid), bool(softmax)
+        self.smooth_nr, self.smooth_dr = opts.coefficients[4:]
+        self.batch = opts.batch
+
+    def _operands(self, input, target):
+        return F._overlap_operands(self._options, input, target)
+
+
+class DiceLoss(_OverlapLoss):
+    """Soft Dice loss with MONAI's ``DiceLoss`` parameters; see
+    :func:`closs.functional.dice_loss`.
+
+    ``forward(input, target)``: input (B, C, spatial...); target of input's
+    shape, or labels (B, 1, spatial...) with ``to_onehot_y=True``.
+
+    >>> import numpy as np, closs
+    >>> p1 = np.array([[0.9, 0.2], [0.6, 0.1]])
+    >>> x, y = np.stack([1 - p1, p1])[None], np.array([[[[1, 0], [1, 0]]]])
+    >>> closs.DiceLoss(to_onehot_y=True, include_background=False)(x, y)
+    np.float64(0.21052576177431104)
+    """
+
+    def __init__(self, include_background=True, to_onehot_y=False, sigmoid=False, softmax=False,
+                 other_act=None, squared_pred=False, jaccard=False, reduction="mean",
+                 smooth_nr=1e-5, smooth_dr=1e-5, batch=False, weight=None):
+        super().__init__(None, None, reduction)
+        opts = F._dice_options(include_background, to_onehot_y, sigmoid, softmax, other_act,
+                               squared_pred, jaccard, smooth_nr, smooth_dr, batch, weight)
+        self._keep(opts, sigmoid, softmax)
+        self.squared_pred, self.jaccard = opts.squared, bool(jaccard)
+        self.weight = opts.weight
+
+
+class TverskyLoss(_OverlapLoss):
+    """Tversky loss with MONAI's ``TverskyLoss`` parameters; see
+    :func:`closs.functional.tversky_loss`.
+
+    >>> import numpy as np, closs
+    >>> p1 = np.array([[0.9, 0.2], [0.6, 0.1]])
+    >>> x, y = np.stack([1 - p1, p1])[None], np.array([[[[1, 0], [1, 0]]]])
+    >>> closs.TverskyLoss(to_onehot_y=True, alpha=0.3, beta=0.7)(x, y)
+    np.float64(0.20077969392257156)
+    """
+
+    def __init__(self, include_background=True, to_onehot_y=False, sigmoid=False, softmax=False,
+                 other_act=None, alpha=0.5, beta=0.5, reduction="mean", smooth_nr=1e-5,
+                 smooth_dr=1e-5, batch=False):
+        super().__init__(None, None, reduction)
+        opts = F._tversky_options(include_background, to_onehot_y, sigmoid, softmax, other_act,
+                                  alpha, beta, smooth_nr, smooth_dr, batch)
+        self._keep(opts, sigmoid, softmax)
+        self.alpha, self.beta = opts.coefficients[2:4]
+
+
+# ----------------------------------------------------------------------------------
+# Sequence loss: CTC (closs/_kernels/_ctc.pyx).
+# ----------------------------------------------------------------------------------
+
+
+class CTCLoss(_Loss):
+    """Connectionist temporal classification loss; see :func:`closs.functional.ctc_loss`.
+
+    ``forward(log_probs, targets, input_lengths, target_lengths)``; ``backward``
+    returns the gradient w.r.t. log_probs in torch's convention
+    (``exp(log_probs) - gamma``: exact once passed back through the
+    ``log_softmax`` that produced log_probs).
+
+    >>> import numpy as np, closs
+    >>> closs.CTCLoss(reduction="sum")(np.log(np.full((3, 1, 2), 0.5)), np.array([[1]]), [3], [1])
+    np.float64(0.2876820724517809)
+    """
+
+    def __init__(self, blank=0, reduction="mean", zero_infinity=False):
+        super().__init__(None, None, reduction)
+        self.blank = _v.integer(blank, "blank")
+        self.zero_infinity = _v.flag(zero_infinity, "zero_infinity")
+
+    def _operands(self, log_probs, targets, input_lengths, target_lengths):
+        return F._ctc_operands(log_probs, targets, input_lengths, target_lengths, self.blank,
+                               self.zero_infinity)
+
+    _sweep = staticmethod(F._ctc.evaluate)
+
+    def extra_repr(self):
+        extra = [super().extra_repr()]
+        if self.blank:
+            extra.append(f"blank={self.blank}")
+        if self.zero_infinity:
+            extra.append("zero_infinity=True")
+        return ", ".join(filter(None, extra))

@@ -1,9 +1,11 @@
 // Pointwise losses: one value per element, from the element's input `a`,
 // target `b` and, for some losses, a third operand `c` (GaussianNLL's var).
+// MarginRanking's operands are (input1, input2, target), and it differentiates
+// both `a` and `b`.
 //
 // Design:
 // 1. Each loss is a small functor whose call returns the element's loss and
-//    writes its derivatives w.r.t. `a` (and `c`).  value, gradient and
+//    writes its derivatives w.r.t. `a` (and `b` or `c`).  value, gradient and
 //    value-and-gradient are all built from that one function, so they cannot
 //    disagree.
 // 2. loop<>() sweeps one chunk [lo, hi): it reads each operand once and writes
@@ -16,6 +18,7 @@
 #pragma once
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "closs_isa.hpp"
 #include "closs_math.hpp"
@@ -37,6 +40,10 @@ enum PointwiseKind {
     PW_KL,              // KLDiv, probability target
     PW_KL_LOG,          // KLDiv, log-probability target
     PW_SOFT_MARGIN_ML,  // MultiLabelSoftMargin's element term (divided by C by the caller)
+    PW_MARGIN_RANKING,  // a = input1, b = input2, c = target; p0 = margin
+    PW_HINGE_EMBEDDING, // p0 = margin
+    PW_SOFT_MARGIN,
+    PW_SIGMOID_FOCAL,   // p0 = alpha (< 0: none), p1 = gamma
 };
 
 // Everything one call needs.  Null pointers mark what is absent or not wanted.
@@ -49,6 +56,7 @@ struct PointwiseArgs {
     const T* w;            // element weight multiplying loss and gradient, or null
     T* loss;               // per-element loss ('none'), or null
     T* grad_a;             // d loss / d a, or null
+    T* grad_b;             // d loss / d b (MarginRanking's input2), or null
     T* grad_c;             // d loss / d c, or null
     const T* grad_output;  // per-element upstream gradient, or null: use gscale
     T gscale;              // scalar upstream gradient times the reduction's scale
@@ -62,9 +70,10 @@ struct PointwiseArgs {
 // ---------------------------------------------------------------------------
 
 // Losses of (input, target) only; a loss with a third operand sets `third`,
-// and `grad_third` when that operand is differentiated.
+// and `grad_third` when that operand is differentiated.  A loss that
+// differentiates `b` sets `grad_second`; its call then takes (a, b, c, da, db, dc).
 struct TwoOperands {
-    static constexpr bool third = false, grad_third = false;
+    static constexpr bool third = false, grad_third = false, grad_second = false;
 };
 
 struct L1 : TwoOperands {
@@ -136,7 +145,7 @@ struct Poisson : TwoOperands {  // x - y log(x + eps)
 
 template <class T, bool FULL>
 struct Gaussian {  // (log v + (x - y)^2 / v) / 2 with v = max(var, eps)
-    static constexpr bool third = true, grad_third = true;
+    static constexpr bool third = true, grad_third = true, grad_second = false;
     T eps;
     T operator()(T x, T y, T var, T& dx, T& dvar) const {
         const T v = var < eps ? eps : var;  // NaN stays NaN, as torch's clamp
@@ -178,7 +187,7 @@ struct BCELogits : TwoOperands {  // (1 - y) x - log_sigmoid(x), torch's form
 
 template <class T>
 struct BCELogitsPos {  // (1 - y) x - (1 + (pw - 1) y) log_sigmoid(x), pw the third operand
-    static constexpr bool third = true, grad_third = false;
+    static constexpr bool third = true, grad_third = false, grad_second = false;
     T operator()(T x, T y, T pw, T& dx, T&) const {
         const T lw = T(1) + (pw - T(1)) * y;
         dx = lw * sigmoid(x) - pw * y;
@@ -215,6 +224,115 @@ struct SoftMarginML : TwoOperands {  // -y log_sigmoid(x) - (1 - y) log_sigmoid(
 };
 
 // ---------------------------------------------------------------------------
+// Margin, ranking and focal losses.
+// ---------------------------------------------------------------------------
+
+// sigmoid(x) and sigmoid(-x) = 1 - sigmoid(x), each to a few ulp (no 1 - p
+// cancellation), from exp(-|x|): the same expression softplus and log_sigmoid
+// evaluate, so a caller that needs both gets one exp after inlining.
+template <class T>
+inline void sigmoid_pair(T x, T& p, T& pm) {
+    const T t = vexp_nonpos(vmath_detail::neg_abs(x)), r = T(1) / (T(1) + t), tr = t * r;
+    p = x < T(0) ? tr : r;
+    pm = x < T(0) ? r : tr;
+}
+
+template <class T>
+struct MarginRanking {  // max(0, -y (x1 - x2) + margin); a = x1, b = x2, c = y
+    static constexpr bool third = true, grad_third = false, grad_second = true;
+    T margin;
+    T operator()(T x1, T x2, T y, T& d1, T& d2, T&) const {
+        const T v = -y * (x1 - x2) + margin;  // torch's order of operations
+        // clamp_min's gradient passes at the hinge (v == 0) and is 0 for a NaN v,
+        // as torch 2.13's.  A product, not a select, so that a NaN target gives
+        // a NaN gradient, as torch's.
+        const T active = v >= T(0) ? T(1) : T(0);
+        d1 = -y * active;
+        d2 = y * active;
+        return v < T(0) ? T(0) : v;  // clamp_min: NaN stays NaN
+    }
+};
+
+template <class T>
+struct HingeEmbedding : TwoOperands {  // [y != -1] x + [y != 1] max(0, margin - x)
+    T margin;
+    T operator()(T x, T y, T, T& dx, T&) const {
+        // Any y other than +-1 (0.5, NaN) takes both terms, as torch's where()s.
+        // Selects, not products: y = -1 drops an infinite x instead of giving 0 * inf.
+        const bool self = y != T(-1), hinge = y != T(1);
+        const T h = margin - x;
+        // clamp_min's gradient passes at the hinge (h == 0), as torch's
+        dx = (self ? T(1) : T(0)) - (hinge && h >= T(0) ? T(1) : T(0));
+        return (hinge ? (h < T(0) ? T(0) : h) : T(0)) + (self ? x : T(0));
+    }
+};
+
+template <class T>
+struct SoftMargin : TwoOperands {  // log(1 + exp(-y x))
+    T operator()(T x, T y, T, T& dx, T&) const {
+        // The stable softplus: finite (and the gradient -y sigmoid(z), not
+        // inf / inf) where torch's log1p(exp(z)) overflows, z > 88.7 (f32) / 709.8 (f64).
+        const T z = -y * x;
+        T sz, s_nz;
+        sigmoid_pair(z, sz, s_nz);
+        dx = -y * sz;
+        return softplus(z);
+    }
+};
+
+// torchvision's sigmoid_focal_loss: alpha_t ce (1 - p_t)^gamma with p = sigmoid(x),
+// ce = BCEWithLogits(x, y), p_t = p y + (1 - p)(1 - y), alpha_t = alpha y +
+// (1 - alpha)(1 - y) (1 without alpha).  Evaluated without cancellation:
+// ce = (1 - y) softplus(x) - y log_sigmoid(x), q = 1 - p_t = p (1 - y) + (1 - p) y.
+// GAMMA2: gamma == 2 (the default), q^2 as q * q.
+template <class T, bool GAMMA2>
+struct SigmoidFocal : TwoOperands {
+    T alpha, one_minus_alpha;  // alpha < 0: no alpha weighting
+    T gamma;
+    T rate_at_zero;  // q^(gamma - 1) at q = 0: 0, 1 or inf
+    T neg_sign;      // sign of q^gamma for q < 0 (y outside [0, 1]), as pow():
+                     // 1 for an even integer gamma, -1 for an odd one, NaN otherwise
+
+    static SigmoidFocal make(double alpha, double gamma) {
+        const double inf = std::numeric_limits<double>::infinity();
+        const double sign = std::floor(gamma) != gamma ? std::numeric_limits<double>::quiet_NaN()
+                            : std::fmod(gamma, 2.0) == 0.0 ? 1.0 : -1.0;
+        return {{}, T(alpha), T(1.0 - alpha), T(gamma),
+                T(gamma > 1 ? 0.0 : gamma == 1 ? 1.0 : inf), T(sign)};
+    }
+
+    T operator()(T x, T y, T, T& dx, T&) const {
+        T p, pm;
+        sigmoid_pair(x, p, pm);
+        const T ls = log_sigmoid(x);
+        // At x = +-inf torch's form (1 - y) x - log_sigmoid(x) (NaN where it is 0 * inf).
+        const T ce = std::abs(x) == std::numeric_limits<T>::infinity()
+                         ? (T(1) - y) * x - ls
+                         : (T(1) - y) * softplus(x) - y * ls;
+        const T q = p * (T(1) - y) + pm * y;
+        T w, rate;  // q^gamma and q^(gamma - 1)
+        if constexpr (GAMMA2) {
+            w = q * q;
+            rate = q;
+        } else {
+            // Selects on members by vselect: a ternary lets GCC turn the member's
+            // load into a masked load it cannot vectorise.
+            const T m = vexp(gamma * vlog(std::abs(q)));
+            w = vselect(gamma == T(0), T(1), vselect(q < T(0), m * neg_sign, m));  // pow(q, 0) = 1
+            rate = vselect(q == T(0), rate_at_zero, w / q);
+        }
+        const T at = vselect(alpha < T(0), T(1), alpha * y + one_minus_alpha * (T(1) - y));
+        // d/dx [ce q^gamma] = (p - y) q^gamma - gamma ce q^(gamma-1) p (1 - p) (2y - 1),
+        // with p - y as p (1 - y) - (1 - p) y: exact for hard targets, where
+        // sigmoid(x) - 1 would lose all digits of a tiny 1 - p.  torch's pow
+        // backward drops the second term for gamma == 0 (no 0 * inf).
+        const T dq = gamma * ce * rate * (p * pm) * (T(2) * y - T(1));
+        dx = at * ((p * (T(1) - y) - pm * y) * w - vselect(gamma == T(0), T(0), dq));
+        return at * (ce * w);
+    }
+};
+
+// ---------------------------------------------------------------------------
 // The sweep.
 // ---------------------------------------------------------------------------
 
@@ -225,6 +343,7 @@ double pointwise_loop(const F& f, const PointwiseArgs<T>& p, index lo, index hi)
     double block_sums[BLOCKS_PER_CHUNK];
     T values[BLOCK];
     int nblocks = 0;
+    const T gscale = p.gscale;  // a local: a load through p would need an alias check
     for (index s = lo; s < hi; s += BLOCK) {
         const index m = std::min(BLOCK, hi - s);
         const T* __restrict a = p.a + s;
@@ -234,21 +353,29 @@ double pointwise_loop(const F& f, const PointwiseArgs<T>& p, index lo, index hi)
         const T* __restrict go = (MODE & M_GOUT) ? p.grad_output + s : nullptr;
         T* __restrict loss = (MODE & M_LOSS) ? p.loss + s : nullptr;
         T* __restrict ga = (MODE & M_GRAD) ? p.grad_a + s : nullptr;
+        T* __restrict gb = ((MODE & M_GRAD) && F::grad_second) ? p.grad_b + s : nullptr;
         T* __restrict gc = ((MODE & M_GRAD) && F::grad_third) ? p.grad_c + s : nullptr;
+        // The outputs are fresh arrays that never overlap the inputs.  Saying so
+        // keeps loops with many streams vectorised: GCC gives up on more than
+        // 10 run-time alias checks (e.g. Gaussian and MarginRanking with gradients).
+#pragma GCC ivdep
         for (index i = 0; i < m; ++i) {
-            T da, dc = T(0);
+            T da, db = T(0), dc = T(0);
             T v;
-            if constexpr (F::third) v = f(a[i], b[i], c[i], da, dc);
+            if constexpr (F::grad_second) v = f(a[i], b[i], F::third ? c[i] : T(0), da, db, dc);
+            else if constexpr (F::third) v = f(a[i], b[i], c[i], da, dc);
             else v = f(a[i], b[i], T(0), da, dc);
             if constexpr (WEIGHTED) {
                 v *= w[i];
                 da *= w[i];
+                db *= w[i];
             }
             if constexpr ((MODE & M_SUM) != 0) values[i] = v;
             if constexpr ((MODE & M_LOSS) != 0) loss[i] = v;
             if constexpr ((MODE & M_GRAD) != 0) {
-                const T g = (MODE & M_GOUT) ? go[i] : p.gscale;
+                const T g = (MODE & M_GOUT) ? go[i] : gscale;
                 ga[i] = da * g;
+                if constexpr (F::grad_second) gb[i] = db * g;
                 if constexpr (F::grad_third) gc[i] = dc * g;
             }
         }
@@ -279,6 +406,11 @@ double pointwise_run(const F& f, const PointwiseArgs<T>& p, index lo, index hi) 
     return p.w ? pointwise_modes<T, F, true>(f, p, lo, hi) : pointwise_modes<T, F, false>(f, p, lo, hi);
 }
 
+template <class T, class F>
+double unweighted(const F& f, const PointwiseArgs<T>& p, index lo, index hi) {
+    return pointwise_modes<T, F, false>(f, p, lo, hi);
+}
+
 // One chunk [lo, hi) of any pointwise loss; returns the chunk's sum of losses
 // when p.want_sum is set.
 template <class T>
@@ -304,6 +436,14 @@ double pointwise_chunk(const PointwiseArgs<T>& p, index lo, index hi) {
         case PW_KL: return pointwise_run<T>(KL<T>{}, p, lo, hi);
         case PW_KL_LOG: return pointwise_run<T>(KLLog<T>{}, p, lo, hi);
         case PW_SOFT_MARGIN_ML: return pointwise_run<T>(SoftMarginML<T>{}, p, lo, hi);
+        // losses that take no element weight: only the unweighted loops are compiled
+        case PW_MARGIN_RANKING: return unweighted<T>(MarginRanking<T>{T(p.p0)}, p, lo, hi);
+        case PW_HINGE_EMBEDDING: return unweighted<T>(HingeEmbedding<T>{{}, T(p.p0)}, p, lo, hi);
+        case PW_SOFT_MARGIN: return unweighted<T>(SoftMargin<T>{}, p, lo, hi);
+        // gamma == 2 (the default) is a template argument: q * q instead of exp(2 log q)
+        case PW_SIGMOID_FOCAL:
+            if (p.p1 == 2) return unweighted<T>(SigmoidFocal<T, true>::make(p.p0, 2), p, lo, hi);
+            return unweighted<T>(SigmoidFocal<T, false>::make(p.p0, p.p1), p, lo, hi);
         default: return 0.0;
     }
 }

@@ -66,6 +66,22 @@ def torch():
 # tolerances
 # ---------------------------------------------------------------------------------
 
+@pytest.fixture(scope="module", autouse=True)
+def _torch_single_threaded():
+    """torch's reference calls are on tiny tensors: with one torch thread they
+    do not stall in OpenMP barriers when the machine is busy (observed: ~4x
+    slower modules on a loaded 2-core machine); restored afterwards."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - the torch tests are skipped then
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 RTOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-5}
 
 
@@ -402,6 +418,21 @@ def run_python(code, env_update=None, timeout=120):
     # source tree's closs/ (without compiled kernels) would shadow the installed one
     return subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=OUTSIDE_REPO)
+
+
+def run_every_isa(tmp, script):
+    """Runs `script`, which saves its results to the .npz file named OUT, in a
+    fresh interpreter per instruction-set path (CLOSS_SIMD) and once with the
+    default; returns {"default" | isa: {key: array}}."""
+    runs = {}
+    for isa in ("default", "portable", "avx2", "avx512"):
+        path = tmp / f"{isa}.npz"
+        r = run_python(f"OUT = {str(path)!r}\n" + script,
+                       {"CLOSS_SIMD": None if isa == "default" else isa})
+        assert r.returncode == 0, r.stderr
+        with np.load(path) as data:
+            runs[isa] = {k: data[k] for k in data.files}
+    return runs
 
 
 @pytest.fixture

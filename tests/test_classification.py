@@ -81,22 +81,6 @@ def quiet():
         yield
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _torch_single_threaded():
-    """torch's reference calls are on tiny tensors: with one torch thread they
-    do not stall in OpenMP barriers when the machine is busy (observed: ~4x
-    slower module on a loaded 2-core machine); restored afterwards."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - the torch tests are skipped then
-        yield
-        return
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _reduced_type(value, dtype):
     assert type(value) is np.dtype(dtype).type, f"{type(value)} is not {np.dtype(dtype)}"
 

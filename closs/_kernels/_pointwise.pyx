@@ -27,6 +27,7 @@ cdef extern from "closs_pointwise.hpp" namespace "closs":
         const T* w
         T* loss
         T* grad_a
+        T* grad_b
         T* grad_c
         const T* grad_output
         T gscale
@@ -36,6 +37,7 @@ cdef extern from "closs_pointwise.hpp" namespace "closs":
 
     int PW_L1, PW_MSE, PW_SMOOTH_L1, PW_HUBER, PW_POISSON_LOG, PW_POISSON, PW_GAUSSIAN
     int PW_BCE, PW_BCE_LOGITS, PW_BCE_LOGITS_POS, PW_KL, PW_KL_LOG, PW_SOFT_MARGIN_ML
+    int PW_MARGIN_RANKING, PW_HINGE_EMBEDDING, PW_SOFT_MARGIN, PW_SIGMOID_FOCAL
 
 ctypedef double chunk_f32_t(const PointwiseArgs[float]&, index, index) noexcept nogil
 ctypedef double chunk_f64_t(const PointwiseArgs[double]&, index, index) noexcept nogil
@@ -62,6 +64,10 @@ BCE_LOGITS_POS = PW_BCE_LOGITS_POS
 KL = PW_KL
 KL_LOG = PW_KL_LOG
 SOFT_MARGIN_ML = PW_SOFT_MARGIN_ML
+MARGIN_RANKING = PW_MARGIN_RANKING
+HINGE_EMBEDDING = PW_HINGE_EMBEDDING
+SOFT_MARGIN = PW_SOFT_MARGIN
+SIGMOID_FOCAL = PW_SIGMOID_FOCAL
 
 # Below two grains of elements a second thread costs more than it saves.
 DEF GRAIN = 32768
@@ -70,7 +76,7 @@ cdef chunk_f32_t* chunk_f32 = pointwise_f32_for(closs_isa_selected())
 cdef chunk_f64_t* chunk_f64 = pointwise_f64_for(closs_isa_selected())
 
 cdef double sweep(real tag, int kind, cnp.ndarray a, cnp.ndarray b, object c, object w,
-                  object loss, object grad_a, object grad_c, object grad_output,
+                  object loss, object grad_a, object grad_b, object grad_c, object grad_output,
                   double gscale, double p0, double p1, bint want_sum) except? -1.0:
     cdef PointwiseArgs[real] p
     p.n = cnp.PyArray_SIZE(a)
@@ -80,6 +86,7 @@ cdef double sweep(real tag, int kind, cnp.ndarray a, cnp.ndarray b, object c, ob
     p.w = data_or_null(w, tag)
     p.loss = data_or_null(loss, tag)
     p.grad_a = data_or_null(grad_a, tag)
+    p.grad_b = data_or_null(grad_b, tag)
     p.grad_c = data_or_null(grad_c, tag)
     p.grad_output = data_or_null(grad_output, tag)
     p.gscale = <real> gscale
@@ -100,18 +107,22 @@ cdef class Operands:
 
     a, b, c, w: C-contiguous, aligned arrays of one float dtype and one shape
     (c: the third operand or None; w: the element weight or None).  a_shape,
-    c_shape: the shapes the gradients are summed back to (None: a's own shape;
-    see closs._validation.gradient_like for c_shape).  count: the 'mean'
-    denominator (default: the number of elements).
+    b_shape, c_shape: the shapes the gradients are summed back to (None: the
+    operand's own shape; b_shape only for MarginRanking, whose b is input2;
+    see closs._validation.gradient_like for c_shape).  grad_dtypes: None, or
+    the dtypes MarginRanking's (grad_a, grad_b) are returned in when its
+    inputs' dtypes differ.  count: the 'mean' denominator (default: the
+    number of elements).
     """
 
     cdef public int kind
     cdef public double p0, p1, count
     cdef public cnp.ndarray a, b
-    cdef public object c, w, a_shape, c_shape
+    cdef public object c, w, a_shape, b_shape, c_shape, grad_dtypes
 
     def __init__(self, int kind, cnp.ndarray a, cnp.ndarray b, c=None, w=None, double p0=0.0,
-                 double p1=0.0, a_shape=None, c_shape=None, count=None):
+                 double p1=0.0, a_shape=None, c_shape=None, count=None, b_shape=None,
+                 grad_dtypes=None):
         self.kind = kind
         self.a = a
         self.b = b
@@ -120,7 +131,9 @@ cdef class Operands:
         self.p0 = p0
         self.p1 = p1
         self.a_shape = None if a_shape == (<object> a).shape else a_shape
+        self.b_shape = None if b_shape == (<object> b).shape else b_shape
         self.c_shape = c_shape
+        self.grad_dtypes = grad_dtypes
         self.count = cnp.PyArray_SIZE(a) if count is None else count
 
 
@@ -188,11 +201,12 @@ def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_
     gradient w.r.t. a (summed back to a_shape), or (grad_a, grad_c) when there
     is a third operand.  grad_output: None (ones) or the upstream gradient, a
     scalar for reduced losses and an array of the loss's shape for 'none'.
+    MarginRanking's grad is (grad_a, grad_b), both written by the one sweep.
     """
     cdef cnp.ndarray a = ops.a
     cdef bint reduced = reduction != "none", mean = reduction == "mean"
     cdef double gscale = 1.0, total
-    loss = grad_a = grad_c = gout = None
+    loss = grad_a = grad_b = grad_c = gout = None
     if want_grad:
         if grad_output is not None:
             gscale, gout = _v.grad_output(grad_output, reduction, (<object> a).shape,
@@ -202,14 +216,16 @@ def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_
         grad_a = empty_like(a)
         if ops.kind == PW_GAUSSIAN:  # the one loss whose third operand is differentiated
             grad_c = empty_like(a)
+        elif ops.kind == PW_MARGIN_RANKING:  # the one loss whose b is differentiated
+            grad_b = empty_like(a)
     if want_value and not reduced:
         loss = empty_like(a)
     if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
-        total = sweep(<float> 0, ops.kind, a, ops.b, ops.c, ops.w, loss, grad_a, grad_c, gout,
-                      gscale, ops.p0, ops.p1, want_value and reduced)
+        total = sweep(<float> 0, ops.kind, a, ops.b, ops.c, ops.w, loss, grad_a, grad_b, grad_c,
+                      gout, gscale, ops.p0, ops.p1, want_value and reduced)
     else:
-        total = sweep(<double> 0, ops.kind, a, ops.b, ops.c, ops.w, loss, grad_a, grad_c, gout,
-                      gscale, ops.p0, ops.p1, want_value and reduced)
+        total = sweep(<double> 0, ops.kind, a, ops.b, ops.c, ops.w, loss, grad_a, grad_b, grad_c,
+                      gout, gscale, ops.p0, ops.p1, want_value and reduced)
     value = grad = None
     if want_value:
         if reduced:
@@ -218,6 +234,10 @@ def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_
             value = loss
     if want_grad:
         grad = grad_a if ops.a_shape is None else _v.sum_to_shape(grad_a, ops.a_shape)
+        if grad_b is not None:
+            grad = (grad, grad_b if ops.b_shape is None else _v.sum_to_shape(grad_b, ops.b_shape))
+            if ops.grad_dtypes is not None:
+                grad = tuple(g.astype(dt, copy=False) for g, dt in zip(grad, ops.grad_dtypes))
         if grad_c is not None:
             grad = (grad, _v.gradient_like(grad_c, ops.c_shape, (<object> a).dtype))
     return value, grad

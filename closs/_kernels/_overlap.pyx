@@ -1,0 +1,221 @@
+# distutils: language = c++
+"""Overlap kernel family: MONAI's Dice and Tversky losses (csrc/closs_overlap.hpp).
+
+The caller (closs/functional.py) has validated everything into `Operands`: a
+C-contiguous float input of shape (B, C, spatial...), viewed as (B, C, S); a
+dense target of the same shape and dtype, or int64 labels (B, S) already
+range-checked by `labels_as_int64`; the class weights; and the coefficients of
+the score L = 1 - (k I + nr) / (u I + a P + b G + dr).  `evaluate` runs the
+whole computation (two sweeps when the gradient is wanted) in one nogil call.
+"""
+cimport numpy as cnp
+import numpy as np
+from libc.stdint cimport int64_t
+
+from closs._kernels._arrays cimport data_or_null, empty_like, real, scalar_of
+from closs._kernels._runtime cimport threads_for
+
+from closs import _validation as _v
+
+cnp.import_array()
+
+cdef extern from "closs_overlap.hpp" namespace "closs":
+    ctypedef Py_ssize_t index
+
+    cdef cppclass OverlapArgs[T]:
+        index batch, classes, spatial
+        const T* x
+        const T* target
+        const int64_t* labels
+        int act, squared
+        index first
+        int batch_sum
+        double k, u, a, b, nr, dr
+        const double* weight
+        T* loss
+        T* grad
+        const T* grad_output
+        double gscale
+
+    int OV_NONE, OV_SIGMOID, OV_SOFTMAX
+
+ctypedef double unit_f32_t(const OverlapArgs[float]&, index) noexcept nogil
+ctypedef double unit_f64_t(const OverlapArgs[double]&, index) noexcept nogil
+
+cdef extern from "closs_overlap.hpp" namespace "closs":
+    unit_f32_t* overlap_f32_for(int isa)
+    unit_f64_t* overlap_f64_for(int isa)
+    double overlap_run[T](double (*unit)(const OverlapArgs[T]&, index) noexcept nogil,
+                          const OverlapArgs[T]& p, int threads) except + nogil
+
+cdef extern from "closs_isa.hpp":
+    int closs_isa_selected()
+
+NONE = OV_NONE
+SIGMOID = OV_SIGMOID
+SOFTMAX = OV_SOFTMAX
+
+# Below two grains of input elements a second thread costs more than it saves.
+DEF GRAIN = 32768
+
+cdef unit_f32_t* unit_f32 = overlap_f32_for(closs_isa_selected())
+cdef unit_f64_t* unit_f64 = overlap_f64_for(closs_isa_selected())
+
+
+# ----------------------------------------------------------------------------------
+# Labels (to_onehot_y)
+# ----------------------------------------------------------------------------------
+
+ctypedef fused label_t:
+    int64_t
+    float
+    double
+
+
+cdef Py_ssize_t first_bad_label(const label_t* v, int64_t* out, Py_ssize_t n,
+                                Py_ssize_t classes) noexcept nogil:
+    """The index of the first label that is not a whole number in [0, classes),
+    or -1; float labels are converted into out on the way."""
+    cdef Py_ssize_t i, inside = 0
+    cdef int64_t w
+    for i in range(n):  # branch-free count, so it vectorises; NaN is outside too
+        inside += (v[i] >= 0) & (v[i] < classes)
+    if inside == n and label_t is not int64_t:
+        for i in range(n):
+            w = <int64_t> v[i]  # in range, so the conversion is defined
+            out[i] = w
+            inside -= w != v[i]
+    if inside == n:
+        return -1
+    for i in range(n):
+        if not (v[i] >= 0 and v[i] < classes) or <int64_t> v[i] != v[i]:
+            return i
+    return -1
+
+
+def labels_as_int64(cnp.ndarray labels, Py_ssize_t classes):
+    """(int64 C-contiguous array of labels' shape, the flat index of the first
+    label that is not a whole number in [0, classes) or -1).
+
+    labels: a C-contiguous, aligned, native array of int64, float32 or float64
+    (the caller converts other integer dtypes to int64).  int64 labels are
+    returned as they are (no copy)."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(labels), bad
+    cdef int kind = cnp.PyArray_TYPE(labels)
+    cdef cnp.ndarray out = labels
+    if kind != cnp.NPY_INT64:
+        out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(labels), cnp.PyArray_DIMS(labels),
+                                cnp.NPY_INT64, 0)
+    cdef int64_t* o = <int64_t*> cnp.PyArray_DATA(out)
+    cdef void* v = cnp.PyArray_DATA(labels)
+    with nogil:
+        if kind == cnp.NPY_INT64:
+            bad = first_bad_label(<const int64_t*> v, o, n, classes)
+        elif kind == cnp.NPY_FLOAT32:
+            bad = first_bad_label(<const float*> v, o, n, classes)
+        else:
+            bad = first_bad_label(<const double*> v, o, n, classes)
+    return out, bad
+
+
+# ----------------------------------------------------------------------------------
+# The sweep
+# ----------------------------------------------------------------------------------
+
+cdef class Operands:
+    """The validated operands of one Dice / Tversky call.
+
+    x: the input, C-contiguous, (B, C, spatial...); target: a dense target of
+    x's shape and dtype, or None; labels: int64 (B, S) labels in [0, C), or
+    None.  act: NONE / SIGMOID / SOFTMAX; first: the first scored channel;
+    weight: float64 (C - first,) or None; k, u, a, b, nr, dr: the score's
+    coefficients.  count: the number of entries (the 'mean' denominator);
+    loss_shape: the shape of the 'none' loss.
+    """
+
+    cdef public cnp.ndarray x
+    cdef public object target, labels, weight, loss_shape
+    cdef public Py_ssize_t batch, classes, spatial, first
+    cdef public int act
+    cdef public bint squared, batch_sum
+    cdef public double k, u, a, b, nr, dr, count
+
+    def __init__(self, cnp.ndarray x, target, labels, int act, Py_ssize_t first, bint squared,
+                 bint batch_sum, coefficients, weight, loss_shape):
+        cdef int d
+        self.x = x
+        self.batch = x.shape[0]
+        self.classes = x.shape[1]
+        self.spatial = 1
+        for d in range(2, x.ndim):
+            self.spatial *= x.shape[d]
+        self.target = target
+        self.labels = labels
+        self.act = act
+        self.first = first
+        self.squared = squared
+        self.batch_sum = batch_sum
+        self.k, self.u, self.a, self.b, self.nr, self.dr = coefficients
+        self.weight = weight
+        self.loss_shape = loss_shape
+        self.count = (self.classes - first) * (1 if batch_sum else self.batch)
+
+
+cdef double run(real tag, Operands ops, object loss, object grad, object grad_output,
+                double gscale) except? -1.0:
+    cdef OverlapArgs[real] p
+    p.batch = ops.batch
+    p.classes = ops.classes
+    p.spatial = ops.spatial
+    p.x = <const real*> cnp.PyArray_DATA(ops.x)
+    p.target = data_or_null(ops.target, tag)
+    p.labels = NULL
+    if ops.labels is not None:
+        p.labels = <const int64_t*> cnp.PyArray_DATA(<cnp.ndarray> ops.labels)
+    p.act = ops.act
+    p.squared = ops.squared
+    p.first = ops.first
+    p.batch_sum = ops.batch_sum
+    p.k, p.u, p.a, p.b, p.nr, p.dr = ops.k, ops.u, ops.a, ops.b, ops.nr, ops.dr
+    p.weight = NULL
+    if ops.weight is not None:
+        p.weight = <const double*> cnp.PyArray_DATA(<cnp.ndarray> ops.weight)
+    p.loss = data_or_null(loss, tag)
+    p.grad = data_or_null(grad, tag)
+    p.grad_output = data_or_null(grad_output, tag)
+    p.gscale = gscale
+    cdef int threads = threads_for(cnp.PyArray_SIZE(ops.x), GRAIN)
+    with nogil:
+        if real is float:
+            return overlap_run[float](unit_f32, p, threads)
+        else:
+            return overlap_run[double](unit_f64, p, threads)
+
+
+def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_output):
+    """The Dice / Tversky value and/or gradient w.r.t. the input; returns
+    (value or None, grad or None) as closs._kernels._pointwise.evaluate.
+
+    reduction 'mean' averages the count entries, 'sum' adds them, 'none'
+    returns them in ops.loss_shape."""
+    cdef cnp.ndarray x = ops.x
+    cdef bint reduced = reduction != "none", mean = reduction == "mean"
+    cdef double gscale = 1.0, total
+    loss = grad = gout = None
+    if want_grad:
+        if grad_output is not None:
+            gscale, gout = _v.grad_output(grad_output, reduction, ops.loss_shape,
+                                          (<object> x).dtype)
+        if mean:
+            gscale = gscale / ops.count  # inf for an empty mean; there is no entry to scale
+        grad = empty_like(x)
+    if want_value and not reduced:
+        loss = np.empty(ops.loss_shape, (<object> x).dtype)
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
+        total = run(<float> 0, ops, loss, grad, gout, gscale)
+    else:
+        total = run(<double> 0, ops, loss, grad, gout, gscale)
+    value = None
+    if want_value:
+        value = scalar_of(total / ops.count if mean else total, x) if reduced else loss
+    return value, grad

@@ -1,0 +1,416 @@
+// Connectionist temporal classification (CTC) loss and torch's gradient.
+//
+// log_probs lp is time-major, (T, N, C), C-contiguous; sample n uses its first
+// T_n = input_lengths[n] steps and the S_n = target_lengths[n] labels
+// l_1..l_S at targets[offset[n]...].  Over the extended sequence
+// l' = (b, l_1, b, l_2, ..., l_S, b) of W = 2 S_n + 1 states (b = blank):
+//
+//   alpha_0(0) = lp[0, b], alpha_0(1) = lp[0, l_1], alpha_0(s >= 2) = -inf
+//   alpha_t(s) = lse(alpha_{t-1}(s), alpha_{t-1}(s-1), alpha_{t-1}(s-2) if skip(s))
+//                + lp[t, l'_s],        skip(s) = s odd, s > 1 and l'_s != l'_{s-2}
+//   beta_{T-1}(W-1) = lp[T-1, b], beta_{T-1}(W-2) = lp[T-1, l_S], others -inf
+//   beta_t(s)  = lse(beta_{t+1}(s), beta_{t+1}(s+1), beta_{t+1}(s+2) if skip(s+2))
+//                + lp[t, l'_s]
+//   loss = -lse(alpha_{T-1}(W-1), alpha_{T-1}(W-2))      (-alpha_{T-1}(0) if S = 0;
+//                                                        T = 0: 0 if S = 0, else +inf)
+//   grad[t, c] = g (exp(lp[t, c]) - exp(A[t, c] + loss - lp[t, c])),   t < T_n,
+//                A[t, c] = log sum_{s: l'_s = c} exp(alpha_t(s) + beta_t(s))
+//   grad[t, c] = 0 for t >= T_n.
+//
+// That gradient is torch's convention (spec section 21.3): exp(lp) - gamma,
+// which is the gradient w.r.t. the logits when lp = log_softmax(logits); the
+// derivative w.r.t. lp itself is -gamma.  zero_infinity: an infinite loss
+// becomes 0 with gradient 0.
+//
+// Exactness.  A float32 alpha is a sum of ~T terms of size ~|lp| (loss ~ 100
+// to 200 at T = 50), so one rounding at that magnitude is ~1e-5, and gamma's
+// relative error is of that order too: torch's float32 gradient differs from
+// the float64 one by ~1e-4 of its largest entry, and any other order of
+// operations would differ from torch by as much.  closs does torch's
+// arithmetic (aten/src/ATen/native/LossCTC.cpp) in the input's dtype,
+// operation for operation: the same maximum and -inf handling in each
+// log-sum-exp, the same summation order (log(e1 + e2 + e3) + max + lp), A
+// accumulated over s in descending order by the same log-add starting from
+// -inf, the same final expression.  What is left is libm: a float's exp and
+// log are evaluated in double and rounded once (ctc_exp / ctc_log), correctly
+// rounded as glibc's expf / logf nearly always are, so a float32 result is
+// bit-identical to torch's for >99.9% of entries and within ~1e-7 of the
+// largest otherwise (the float vexp / vlog misround ~10% of these arguments:
+// ~2x faster, but up to ~3e-5 from torch).  float64: within ~1e-14.  NaN and
+// inf go where torch sends them: an impossible alignment gives loss +inf and a
+// NaN gradient over t < T_n; a class at lp = -inf that no path uses gets a NaN
+// gradient (exp(-inf + loss + inf)), as in torch.
+//
+// Vectorisation.  The recursions run over s for one t at a time (row t needs
+// only row t -+ 1): alpha rows are padded with two -inf on the left, beta rows
+// with two on the right, so every s reads the same three neighbours and the
+// loop has no branches (vselect for skip).  A is accumulated vectorised over
+// t, one state s at a time (descending s, so each (t, c) sees torch's order),
+// from alpha + beta stored state-major (ab[s][t]).  The gradient is written
+// row by row, vectorised over the classes (A = -inf for classes no state
+// uses).  Every such loop runs over whole blocks of CTC_PAD lanes (below).
+//
+// Work units are batch entries; chunks of entries (a fixed count that depends
+// only on the shapes) run over threads through sum_chunks, which also adds
+// the chunks' loss sums in index order, so the result is the same for any
+// thread count.  Each chunk owns its scratch (alpha T x (W + 2), two beta rows,
+// ab W x T, A (S + 1) x T, a few rows): nothing of size N x T x W is allocated.
+#pragma once
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <limits>
+#include <new>
+#include <vector>
+
+#include "closs_isa.hpp"
+#include "closs_sum.hpp"
+#include "closs_vmath.hpp"
+
+namespace closs {
+
+template <class T>
+struct CtcArgs {
+    index steps, batch, classes;           // log_probs (steps, batch, classes)
+    index max_target;                       // max_n target_lengths[n] (scratch size)
+    const T* lp;
+    const std::int64_t* targets;            // labels, in [0, classes) and != blank
+    const std::int64_t* offsets;            // (batch) start of sample n's labels
+    const std::int64_t* input_lengths;      // (batch) in [0, steps]
+    const std::int64_t* target_lengths;     // (batch) >= 0
+    std::int64_t blank;
+    bool zero_infinity;
+    bool mean;                              // sum loss_n / max(S_n, 1) instead of loss_n
+    T* loss;                                // (batch) per-sample loss, or null
+    T* grad;                                // like lp, or null
+    const T* grad_output;                   // (batch) upstream gradient, or null: gscale
+    double gscale;                          // scalar upstream gradient (/ N for 'mean')
+};
+
+template <class T>
+constexpr T ctc_ninf() { return -std::numeric_limits<T>::infinity(); }
+
+// exp and log.  A float's are evaluated in double and rounded once, i.e.
+// correctly rounded but for a vanishing fraction, as glibc's expf / logf
+// (which torch calls) are to within 0.06% / 0.7% of arguments; the float
+// vexp / vlog misround ~10% of them, and each such last bit can move a float
+// alpha by one ulp of its magnitude (see the top of this file).
+// Arguments whose exp is 0 (-inf above all: every unreachable state) give 0
+// by a select, fed a harmless argument instead: underflowing through the
+// polynomial would take a slow microcode path on subnormal intermediates.
+template <class T> struct CtcExpZero;
+template <> struct CtcExpZero<float> { static constexpr float below = -104.0f; };
+template <> struct CtcExpZero<double> { static constexpr double below = -746.0; };
+
+template <class T>
+inline T ctc_exp(T x) {
+    const bool zero = x < CtcExpZero<T>::below;
+    const T arg = vselect(zero, T(0), x);
+    const T e = sizeof(T) == 4 ? T(vexp(double(arg))) : T(vexp(arg));
+    return vselect(zero, T(0), e);
+}
+inline float ctc_log(float x) { return float(vlog(double(x))); }
+inline double ctc_log(double x) { return vlog(x); }
+
+// torch's log(exp(a - m) + exp(b - m) + exp(c - m)) + m with m = max(a, b, c)
+// (0 when all are -inf), comparisons in torch's order so NaN ends up alike.
+// The maximum's own term is exp(0) = 1, so two exponentials suffice: with
+// torch's summation order kept, the sum is (X + 1) + Y, or (X + Y) + 1 when c
+// is the maximum.  `one` is exp(m - m) exactly: 1, 0 when all are -inf, NaN
+// for m = +inf or NaN.
+template <class T>
+inline T ctc_lse3(T a, T b, T c) {
+    const bool b_max = b > a;
+    const T m1 = vselect(b_max, b, a);
+    const bool c_max = c > m1;
+    const T top = vselect(c_max, c, m1);
+    const bool none = top == ctc_ninf<T>();
+    const T m = vselect(none, T(0), top);
+    const T one = vselect(none, T(0), (top - top) + T(1));
+    const T X = ctc_exp(vselect(b_max | c_max, a, b) - m);
+    const T Y = ctc_exp(vselect(c_max, b, c) - m);
+    const T sum = vselect(c_max, (X + Y) + one, (X + one) + Y);
+    return ctc_log(sum) + m;
+}
+
+// torch's gradient accumulator: acc "log+=" x, starting from -inf
+// (log(exp(acc - m) + exp(x - m)) + m, m = max(acc, x); one term is exp(0)).
+template <class T>
+inline T ctc_log_add(T acc, T x) {
+    const bool x_max = acc < x;  // std::max(acc, x)
+    const T m = vselect(x_max, x, acc);
+    const T r = ctc_log(ctc_exp(vselect(x_max, acc, x) - m) + ((m - m) + T(1))) + m;
+    return vselect(acc == ctc_ninf<T>(), x, r);
+}
+
+// One sample's gradient entry: torch's (exp(lp) - exp(A + loss - lp)) * g.
+template <class T>
+inline T ctc_grad(T lp, T acc, T nll, T g) {
+    return (ctc_exp(lp) - ctc_exp(acc + nll - lp)) * g;
+}
+
+// Every hot loop runs over a multiple of PAD elements (states, steps or
+// classes, padded in the scratch with values that keep the spare lanes
+// harmless), so the vectorised body does all the work: a scalar remainder of
+// up to 7 exp/log evaluations would cost as much as the vector part at the
+// usual 2S + 1 ~ 21 states.
+constexpr index CTC_PAD = 8;
+
+inline index ctc_padded(index n) { return (n + CTC_PAD - 1) / CTC_PAD * CTC_PAD; }
+
+// em[s] = e[state_class[s]]: the emissions of one step, gathered first so the
+// recursion over s reads them contiguously (GCC does not vectorise a gather
+// with 64-bit indices).
+template <class T>
+inline void ctc_emissions(const T* __restrict e, const index* __restrict state_class, index W,
+                          T* __restrict em) {
+    for (index s = 0; s < W; ++s) em[s] = e[state_class[s]];
+}
+
+// Scratch of one chunk, sized for the largest sample of the batch.
+template <class T>
+struct CtcScratch {
+    std::vector<T> alpha, beta, ab, acc, skip, emit, lp_row, acc_row, out_row;
+    std::vector<index> state_class, class_slot, slot_class;
+    explicit CtcScratch(const CtcArgs<T>& p) {
+        const index Wp = ctc_padded(2 * p.max_target + 1), Tp = ctc_padded(std::max<index>(p.steps, 1));
+        const index Cp = ctc_padded(p.classes);
+        alpha.resize(Tp * (Wp + 2));
+        beta.resize(2 * (Wp + 2));
+        ab.resize(Wp * Tp);
+        acc.resize((p.max_target + 1) * Tp);
+        skip.resize(Wp + 2);
+        emit.resize(Wp);
+        lp_row.resize(Cp);
+        acc_row.resize(Cp);
+        out_row.resize(Cp);
+        state_class.resize(Wp);
+        class_slot.assign(p.classes, -1);
+        slot_class.resize(p.max_target + 1);
+    }
+};
+
+// One sample's shape: T_n steps, S labels, W = 2 S + 1 states (and their
+// padded counts), its labels and its log-probabilities lp[t * NC + c].
+template <class T>
+struct CtcSample {
+    index Tn, S, W, Wp, Tp, NC;
+    const std::int64_t* labels;
+    const T* lp;
+    CtcSample(const CtcArgs<T>& p, index n)
+        : Tn(p.input_lengths[n]), S(p.target_lengths[n]), W(2 * S + 1), Wp(ctc_padded(W)),
+          Tp(ctc_padded(Tn)), NC(p.batch * p.classes), labels(p.targets + p.offsets[n]),
+          lp(p.lp + n * p.classes) {}
+};
+
+// The forward pass of a sample with T_n >= 1: the extended sequence into the
+// scratch, alpha, and the loss (before zero_infinity).
+template <class T>
+T ctc_forward(const CtcArgs<T>& p, CtcScratch<T>& w, const CtcSample<T>& q) {
+    constexpr T ninf = ctc_ninf<T>();
+    const index W = q.W, Wp = q.Wp, NC = q.NC;
+    const T* lp = q.lp;
+    // Each state's class and skip mask; spare states (W <= s < Wp) emit 0 and
+    // never skip, so their beta stays -inf.
+    index* state_class = w.state_class.data();
+    T* skip = w.skip.data();
+    T* __restrict em = w.emit.data();
+    for (index s = 0; s < Wp; ++s) {
+        state_class[s] = s >= W ? 0 : (s & 1) ? q.labels[s / 2] : p.blank;
+        skip[s] = T((s & 1) && s > 1 && s < W && q.labels[s / 2] != q.labels[s / 2 - 1]);
+        em[s] = T(0);
+    }
+    skip[Wp] = skip[Wp + 1] = T(0);
+
+    // alpha: row t at alpha[t * (Wp + 2) + 2 + s], two -inf pads on the left
+    // (s - 1, s - 2 of state 0); the spare states hold values nothing reads.
+    const index AW = Wp + 2;
+    T* alpha = w.alpha.data();
+    for (index s = 0; s < AW; ++s) alpha[s] = ninf;
+    alpha[2] = lp[p.blank];
+    if (q.S > 0) alpha[3] = lp[q.labels[0]];
+    for (index t = 1; t < q.Tn; ++t) {
+        const T* __restrict prev = alpha + (t - 1) * AW;
+        T* __restrict cur = alpha + t * AW;
+        ctc_emissions(lp + t * NC, state_class, W, em);
+        cur[0] = cur[1] = ninf;
+        for (index s0 = 0; s0 < Wp; s0 += CTC_PAD)
+            for (index s = s0; s < s0 + CTC_PAD; ++s)
+                cur[2 + s] = ctc_lse3(prev[2 + s], prev[1 + s],
+                                      vselect(skip[s] != T(0), prev[s], ninf)) + em[s];
+    }
+    const T* last = alpha + (q.Tn - 1) * AW + 2;
+    if (q.S == 0) return -last[0];
+    const T l1 = last[W - 1], l2 = last[W - 2];
+    T m = l1 < l2 ? l2 : l1;  // std::max(l1, l2)
+    m = m == ninf ? T(0) : m;
+    return -(ctc_log(ctc_exp(l1 - m) + ctc_exp(l2 - m)) + m);
+}
+
+// The backward pass after ctc_forward: beta, A, and the gradient rows
+// grad[t < T_n] (g: the sample's upstream gradient with the reduction's scale).
+template <class T>
+void ctc_backward(const CtcArgs<T>& p, CtcScratch<T>& w, const CtcSample<T>& q, T nll, T g,
+                  T* grad) {
+    constexpr T ninf = ctc_ninf<T>();
+    const index Tn = q.Tn, W = q.W, Wp = q.Wp, Tp = q.Tp, NC = q.NC, C = p.classes;
+    const index AW = Wp + 2, Cp = ctc_padded(C);
+    const T* lp = q.lp;
+    const index* state_class = w.state_class.data();
+    const T* skip = w.skip.data();
+    T* __restrict em = w.emit.data();
+    const T* alpha = w.alpha.data();
+
+    // beta, rolling over two rows with two -inf pads on the right; alpha + beta
+    // is stored state-major: ab[s * Tp + t] (spare steps t >= Tn - 1: -inf).
+    T* __restrict next = w.beta.data();
+    T* __restrict cur = next + AW;
+    T* ab = w.ab.data();
+    const T* e_last = lp + (Tn - 1) * NC;
+    for (index s = 0; s < AW; ++s) next[s] = cur[s] = ninf;
+    next[W - 1] = e_last[p.blank];
+    if (q.S > 0) next[W - 2] = e_last[q.labels[q.S - 1]];
+    for (index s = 0; s < W; ++s)
+        for (index t = Tn - 1; t < Tp; ++t) ab[s * Tp + t] = ninf;
+    for (index t = Tn - 2; t >= 0; --t) {
+        const T* __restrict a = alpha + t * AW + 2;
+        ctc_emissions(lp + t * NC, state_class, W, em);
+        for (index s0 = 0; s0 < Wp; s0 += CTC_PAD)
+            for (index s = s0; s < s0 + CTC_PAD; ++s)
+                cur[s] = ctc_lse3(next[s], next[s + 1],
+                                  vselect(skip[s + 2] != T(0), next[s + 2], ninf)) + em[s];
+        for (index s = 0; s < W; ++s) ab[s * Tp + t] = a[s] + cur[s];
+        std::swap(next, cur);
+    }
+
+    // A per slot (one per distinct class: blank, then the labels in order of
+    // appearance), at acc[k * Tp + t]; accumulated in torch's order: for each
+    // (t < Tn - 1, class), states in descending s.
+    index* slot_of = w.class_slot.data();
+    index* class_of = w.slot_class.data();
+    index slots = 0;
+    T* acc = w.acc.data();
+    for (index s = 0; s < W; ++s) {
+        const index c = state_class[s];
+        if (slot_of[c] < 0) {
+            class_of[slots] = c;
+            slot_of[c] = slots++;
+        }
+    }
+    for (index i = 0; i < slots * Tp; ++i) acc[i] = ninf;
+    for (index s = W - 1; s >= 0; --s) {
+        T* __restrict row = acc + slot_of[state_class[s]] * Tp;
+        const T* __restrict x = ab + s * Tp;
+        for (index t0 = 0; t0 < Tp; t0 += CTC_PAD)
+            for (index t = t0; t < t0 + CTC_PAD; ++t) row[t] = ctc_log_add(row[t], x[t]);
+    }
+    // ... and at t = Tn - 1 only the last two states, where beta is lp itself
+    // (torch's start of beta).
+    const T* last = alpha + (Tn - 1) * AW + 2;
+    for (index k = 0; k < slots; ++k) acc[k * Tp + Tn - 1] = ninf;
+    acc[slot_of[p.blank] * Tp + Tn - 1] = last[W - 1] + e_last[p.blank];
+    if (q.S > 0) {
+        const index c = q.labels[q.S - 1];
+        acc[slot_of[c] * Tp + Tn - 1] = last[W - 2] + e_last[c];
+    }
+
+    // The gradient, row by row over padded copies: A = -inf for the classes
+    // that no state uses.
+    T* __restrict x = w.lp_row.data();
+    T* __restrict a = w.acc_row.data();
+    T* __restrict out = w.out_row.data();
+    for (index c = 0; c < Cp; ++c) {
+        x[c] = T(0);
+        a[c] = ninf;
+    }
+    for (index t = 0; t < Tn; ++t) {
+        const T* e = lp + t * NC;
+        for (index c = 0; c < C; ++c) x[c] = e[c];
+        for (index k = 0; k < slots; ++k) a[class_of[k]] = acc[k * Tp + t];
+        for (index c0 = 0; c0 < Cp; c0 += CTC_PAD)
+            for (index c = c0; c < c0 + CTC_PAD; ++c) out[c] = ctc_grad(x[c], a[c], nll, g);
+        T* gr = grad + t * NC;
+        for (index c = 0; c < C; ++c) gr[c] = out[c];
+    }
+    for (index k = 0; k < slots; ++k) slot_of[class_of[k]] = -1;  // for the next sample
+}
+
+// Sample n: returns its loss (after zero_infinity) and writes its gradient
+// rows grad[:, n, :] when GRAD.
+template <class T, bool GRAD>
+inline T ctc_sample(const CtcArgs<T>& p, CtcScratch<T>& w, index n) {
+    constexpr T inf = std::numeric_limits<T>::infinity();
+    const CtcSample<T> q(p, n);
+    // torch: T_n = 0 gives -(S == 0 ? 0 : -inf) and no gradient at all
+    const T nll = q.Tn == 0 ? (q.S == 0 ? -T(0) : inf) : ctc_forward(p, w, q);
+    const bool zeroed = p.zero_infinity && nll == inf;
+    if constexpr (GRAD) {
+        T* grad = p.grad + n * p.classes;  // grad[t * NC + c]
+        index done = 0;
+        if (q.Tn > 0 && !zeroed) {
+            const double go = p.grad_output ? double(p.grad_output[n]) : 1.0;
+            const T g = T(p.gscale * go / double(p.mean ? std::max<index>(q.S, 1) : 1));
+            ctc_backward(p, w, q, nll, g, grad);
+            done = q.Tn;
+        }
+        for (index t = done; t < p.steps; ++t)
+            for (index c = 0; c < p.classes; ++c) grad[t * q.NC + c] = T(0);
+    }
+    return zeroed ? T(0) : nll;
+}
+
+// Entries [lo, hi): per-sample losses to p.loss when set; returns the sum of
+// loss_n (or loss_n / max(S_n, 1) for 'mean') in index order.
+template <class T, bool GRAD>
+double ctc_range(const CtcArgs<T>& p, index lo, index hi) {
+    CtcScratch<T> w(p);
+    double total = 0.0;
+    for (index n = lo; n < hi; ++n) {
+        const T v = ctc_sample<T, GRAD>(p, w, n);
+        if (p.loss) p.loss[n] = v;
+        total += p.mean ? double(v) / double(std::max<std::int64_t>(p.target_lengths[n], 1))
+                        : double(v);
+    }
+    return total;
+}
+
+template <class T>
+double ctc_chunk(const CtcArgs<T>& p, index lo, index hi) {
+    return p.grad ? ctc_range<T, true>(p, lo, hi) : ctc_range<T, false>(p, lo, hi);
+}
+
+using ctc_f32_fn = double(const CtcArgs<float>&, index, index);
+using ctc_f64_fn = double(const CtcArgs<double>&, index, index);
+CLOSS_MULTIVERSION(ctc_f32_fn, ctc_f32, ctc_chunk<float>)
+CLOSS_MULTIVERSION(ctc_f64_fn, ctc_f64, ctc_chunk<double>)
+
+// Lattice cells (time steps x states) per chunk: a chunk's entries depend on
+// the shapes only, so the sum's order does not depend on the thread count.
+constexpr index CTC_CHUNK_CELLS = 4096;
+
+template <class T>
+index ctc_per_chunk(const CtcArgs<T>& p) {
+    return std::max<index>(1, CTC_CHUNK_CELLS / std::max<index>(1, p.steps * (2 * p.max_target + 1)));
+}
+
+// The whole batch, over `threads` threads.  A chunk that cannot allocate its
+// scratch says so after the parallel region (an exception must not leave an
+// OpenMP thread): std::bad_alloc, MemoryError in Python.
+template <class T>
+double ctc_sweep(double (*chunk)(const CtcArgs<T>&, index, index), const CtcArgs<T>& p,
+                 int threads) {
+    const index per_chunk = ctc_per_chunk(p);
+    std::atomic<bool> failed{false};
+    const double total = sum_chunks((p.batch + per_chunk - 1) / per_chunk, threads, [&](index k) {
+        try {
+            return chunk(p, k * per_chunk, std::min(p.batch, (k + 1) * per_chunk));
+        } catch (...) {  // bad_alloc, or length_error for a size past the vector's reach
+            failed = true;
+            return 0.0;
+        }
+    });
+    if (failed) throw std::bad_alloc();
+    return total;
+}
+
+}  // namespace closs
