@@ -945,6 +945,12 @@ def _focal_data(rng, n, dtype):
     return (rng.standard_normal(n, dtype=dtype), (rng.random(n) < 0.3).astype(dtype))
 
 
+def _jax_margin_ranking(jnp, lax, x1, x2, y):
+    # torch's gradient passes at the hinge (z == 0); jnp.maximum would split it
+    z = -y * (x1 - x2) + MR_MARGIN
+    return jnp.mean(jnp.where(z >= 0, z, 0.0))
+
+
 def _np_margin_ranking(x1, x2, y):
     v = x2 - x1
     v *= y
@@ -1040,7 +1046,7 @@ def _jax_focal(jnp, lax, x, y):
 for _spec in [
     LossSpec("margin_ranking", "MarginRankingLoss", _ranking_data, (0, 1), _np_margin_ranking,
              _np_margin_ranking_vg, lambda F, x1, x2, y: F.margin_ranking_loss(x1, x2, y),
-             lambda jnp, lax, x1, x2, y: jnp.mean(jnp.maximum(-y * (x1 - x2) + MR_MARGIN, 0.0)),
+             _jax_margin_ranking,
              n_args=3),
     LossSpec("hinge_embedding", "HingeEmbeddingLoss", _signed_data, (0,), _np_hinge,
              _np_hinge_vg, lambda F, x, y: F.hinge_embedding_loss(x, y), _jax_hinge),
@@ -1104,7 +1110,7 @@ def _np_label_pairs(x, t):
 
 def _np_multilabel_margin(x, t):
     _, _, active, z = _np_label_pairs(x, t)
-    return np.sum(z, where=active) / x.size
+    return np.sum(z, where=active, dtype=np.float64) / x.size
 
 
 def _np_multilabel_margin_vg(x, t):
@@ -1112,7 +1118,7 @@ def _np_multilabel_margin_vg(x, t):
     g = active.sum(axis=1).astype(x.dtype)
     np.subtract.at(g, (rows, t[valid]), active.sum(axis=2)[valid].astype(x.dtype))
     g /= x.size
-    return np.sum(z, where=active) / x.size, g
+    return np.sum(z, where=active, dtype=np.float64) / x.size, g
 
 
 def _jax_multi_margin(jnp, lax, x, t):
