@@ -12,10 +12,15 @@ then finish the reduction here (``_reduce``).  The loss classes in
 ``closs.modules`` use the same operand builders and the same sweep.
 """
 import warnings
+from collections import namedtuple
 
 import numpy as np
 
 from . import _validation as _v
+from ._kernels import _ctc
+from ._kernels import _features
+from ._kernels import _margin
+from ._kernels import _overlap
 from ._kernels import _pointwise as _pw
 from ._kernels import _softmax as _softmax
 
@@ -823,8 +828,6 @@ def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2, reduction="none", *
 # Margin losses over the class axis: MultiMargin, MultiLabelMargin (closs/_kernels/_margin.pyx).
 # ----------------------------------------------------------------------------------
 
-from ._kernels import _margin  # noqa: E402  (imported here, beside its family)
-
 
 def _margin_input(input):
     """(x, rows, classes): x C-contiguous, of shape () (one row of one class,
@@ -948,7 +951,6 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
 # Losses over feature rows: CosineEmbedding, TripletMargin(+WithDistance) (closs/_kernels/_features.pyx).
 # ----------------------------------------------------------------------------------
 
-from ._kernels import _features  # noqa: E402  (the family's kernels)
 
 _PAIRWISE_EPS = 1e-6  # torch's pairwise_distance default
 _COSINE_SIMILARITY_EPS = 1e-8  # torch's cosine_similarity default
@@ -1368,10 +1370,6 @@ def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_fu
 # Overlap losses: Dice, Tversky (closs/_kernels/_overlap.pyx).
 # ----------------------------------------------------------------------------------
 
-from collections import namedtuple  # noqa: E402
-
-from ._kernels import _overlap  # noqa: E402  (imported here, beside its family)
-
 
 class _LabelError(ValueError, IndexError):
     """A to_onehot_y label that is not a class index: a wrong value (ValueError,
@@ -1634,8 +1632,6 @@ def tversky_loss(input, target, include_background=True, to_onehot_y=False, sigm
 # ----------------------------------------------------------------------------------
 # Sequence loss: CTC (closs/_kernels/_ctc.pyx).
 # ----------------------------------------------------------------------------------
-
-from ._kernels import _ctc  # noqa: E402  (imported here, beside its family)
 
 
 def _ctc_lengths(value, name, batch):
