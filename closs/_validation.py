@@ -204,3 +204,8 @@ def flag(value, name):
     if isinstance(value, numbers.Integral) and value in (0, 1):
         return bool(value)
     raise TypeError(f"{name}: expected a bool, got {_describe(value)}")
+
+
+class LabelError(ValueError, IndexError):
+    """A class label outside [0, C) (CTC targets, Dice / Tversky labels): a wrong
+    value (ValueError) that is also a class index out of range (IndexError, API.md)."""

@@ -1371,11 +1371,6 @@ def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_fu
 # ----------------------------------------------------------------------------------
 
 
-class _LabelError(ValueError, IndexError):
-    """A to_onehot_y label that is not a class index: a wrong value (ValueError,
-    as MONAI's checks) that is also an out-of-range class index (IndexError, API.md)."""
-
-
 # The validated hyper-parameters of a Dice / Tversky loss.  coefficients: (k, u,
 # a, b, nr, dr) of L = 1 - (k I + nr) / (u I + a P + b G + dr) (see
 # csrc/closs_overlap.hpp); weight: None or a float64 array, 0-d or 1-d;
@@ -1476,7 +1471,7 @@ def _overlap_labels(target, x):
         labels = t if t.dtype == np.int64 and t.dtype.isnative else t.astype(np.int64)
     labels, bad = _overlap.labels_as_int64(_v.contiguous(labels), x.shape[1])
     if bad >= 0:
-        raise _LabelError(f"target: expected class labels that are whole numbers in "
+        raise _v.LabelError(f"target: expected class labels that are whole numbers in "
                           f"[0, {x.shape[1]}) with to_onehot_y=True, got "
                           f"{t.reshape(-1)[bad].item()!r} (index out of bounds)")
     return labels

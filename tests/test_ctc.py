@@ -35,7 +35,7 @@ from hypothesis import given, strategies as st
 
 import closs
 import closs.functional as CF
-from closs._kernels._ctc import LabelError
+from closs._validation import LabelError
 
 from conftest import (
     FLOATS,

@@ -55,11 +55,6 @@ cdef chunk_f32_t* chunk_f32 = ctc_f32_for(closs_isa_selected())
 cdef chunk_f64_t* chunk_f64 = ctc_f64_for(closs_isa_selected())
 
 
-class LabelError(ValueError, IndexError):
-    """A target label outside [0, C): a wrong value (ValueError, as the spec asks
-    of CTC) that is also a class index out of range (IndexError, API.md)."""
-
-
 cdef class Operands:
     """The validated operands of one CTC call.
 
@@ -123,7 +118,7 @@ def prepare(cnp.ndarray x, cnp.ndarray[int64_t, ndim=1, mode="c"] targets, Py_ss
         for k in range(offsets[n], offsets[n] + target_lengths[n]):
             label = targets[k]
             if label < 0 or label >= C:
-                raise LabelError(
+                raise _v.LabelError(
                     f"targets: expected labels in [0, {C}) (the classes of log_probs), got "
                     f"{label} for sample {n} (torch does not check and reads out of bounds)")
             if label == blank:
