@@ -401,9 +401,9 @@ double ctc_sweep(double (*chunk)(const CtcArgs<T>&, index, index), const CtcArgs
                  int threads) {
     const index per_chunk = ctc_per_chunk(p);
     std::atomic<bool> failed{false};
-    const double total = sum_chunks((p.batch + per_chunk - 1) / per_chunk, threads, [&](index k) {
+    const double total = sum_unit_chunks(p.batch, per_chunk, threads, [&](index lo, index hi) {
         try {
-            return chunk(p, k * per_chunk, std::min(p.batch, (k + 1) * per_chunk));
+            return chunk(p, lo, hi);
         } catch (...) {  // bad_alloc, or length_error for a size past the vector's reach
             failed = true;
             return 0.0;

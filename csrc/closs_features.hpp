@@ -505,9 +505,8 @@ template <class T>
 double feature_sweep(double (*chunk)(const FeatureArgs<T>&, index, index), const FeatureArgs<T>& p,
                      int threads) {
     const index per_chunk = feature_rows_per_chunk(p.D);
-    return sum_chunks((p.rows + per_chunk - 1) / per_chunk, threads, [&](index k) {
-        return chunk(p, k * per_chunk, std::min(p.rows, (k + 1) * per_chunk));
-    });
+    return sum_unit_chunks(p.rows, per_chunk, threads,
+                           [&](index lo, index hi) { return chunk(p, lo, hi); });
 }
 
 }  // namespace closs

@@ -245,9 +245,9 @@ double margin_sweep(double (*chunk)(const MarginArgs<T>&, index, index), const M
                     int threads) {
     const index per_chunk = margin_rows_per_chunk(p.classes);
     std::atomic<bool> out_of_memory{false};
-    const double total = sum_chunks((p.rows + per_chunk - 1) / per_chunk, threads, [&](index k) {
+    const double total = sum_unit_chunks(p.rows, per_chunk, threads, [&](index lo, index hi) {
         try {
-            return chunk(p, k * per_chunk, std::min(p.rows, (k + 1) * per_chunk));
+            return chunk(p, lo, hi);
         } catch (const std::bad_alloc&) {
             out_of_memory = true;
             return 0.0;

@@ -378,9 +378,8 @@ double softmax_sweep(double (*chunk)(const SoftmaxArgs<T>&, index, index),
     const index units = softmax_units(p);
     const index unit_size = std::max<index>(1, p.classes * (layout_of(p) == ROWS ? 1 : TILE));
     const index per_chunk = std::max<index>(1, 16384 / unit_size);
-    return sum_chunks((units + per_chunk - 1) / per_chunk, threads, [&](index k) {
-        return chunk(p, k * per_chunk, std::min(units, (k + 1) * per_chunk));
-    });
+    return sum_unit_chunks(units, per_chunk, threads,
+                           [&](index lo, index hi) { return chunk(p, lo, hi); });
 }
 
 // NLL over the same (outer, classes, inner) view: loss = -w_t x[t] per
@@ -421,9 +420,8 @@ double nll_range(const SoftmaxArgs<T>& p, index lo, index hi) {
 template <class T>
 double nll_sweep(const SoftmaxArgs<T>& p, int threads) {
     const index per_chunk = std::max<index>(1, 16384 / std::max<index>(1, p.classes * p.inner));
-    return sum_chunks((p.outer + per_chunk - 1) / per_chunk, threads, [&](index k) {
-        return nll_range(p, k * per_chunk, std::min(p.outer, (k + 1) * per_chunk));
-    });
+    return sum_unit_chunks(p.outer, per_chunk, threads,
+                           [&](index lo, index hi) { return nll_range(p, lo, hi); });
 }
 
 // The targets' check and the 'mean' denominator of CE and NLL: the sum of

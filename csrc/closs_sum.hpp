@@ -10,6 +10,7 @@
 // are bit-identical for any thread count.  The error bound, about
 // (BLOCK/LANES + log2 n) ulp, matches NumPy's pairwise summation.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <vector>
 
@@ -58,6 +59,16 @@ double sum_chunks(index nchunks, int threads, const Chunk& chunk) {
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (index k = 0; k < nchunks; ++k) partials[k] = chunk(k);
     return pairwise_sum(partials.data(), nchunks);
+}
+
+// Units [0, units) (rows, tiles, batch entries) in chunks of per_chunk units,
+// the last possibly shorter, summed by sum_chunks: range(lo, hi) returns the
+// sum over units [lo, hi).  per_chunk must depend on the shapes only.
+template <class Range>
+double sum_unit_chunks(index units, index per_chunk, int threads, const Range& range) {
+    return sum_chunks((units + per_chunk - 1) / per_chunk, threads, [&](index k) {
+        return range(k * per_chunk, std::min(units, (k + 1) * per_chunk));
+    });
 }
 
 }  // namespace closs
