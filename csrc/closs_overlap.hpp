@@ -29,11 +29,12 @@
 // p_c (d_c - sum_c' p_c' d_c')).
 //
 // Design:
-// 1. Sweep 1 reads x and g once and accumulates, per unit (one batch entry,
-//    `chunk` consecutive positions) and scored channel, the three sums in
-//    double (LANES accumulators, as closs_sum.hpp's block_sum; each lane first
-//    adds a tile's 4 terms in T).  Units run on
-//    the threads of sum_chunks; their partial sums are combined per (b, c) by
+// 1. Sweep 1 reads x and g once and accumulates, per piece (`chunk`
+//    consecutive positions of one batch entry) and scored channel, the three
+//    sums in double (LANES accumulators, as closs_sum.hpp's block_sum; each
+//    lane first adds a tile's 4 terms in T).  A unit of work is one piece, or
+//    several whole entries when they are small.  Units run on the threads of
+//    sum_chunks; the pieces' partial sums are combined per (b, c) by
 //    pairwise_sum in index order, so every sum, and so the value and the
 //    gradient, is bit-identical for any thread count.
 // 2. overlap_finish turns the sums into the losses and the two gradient
@@ -81,7 +82,8 @@ struct OverlapArgs {
     double gscale;                 // scalar upstream gradient times the reduction's scale
 
     // Set by overlap_run for the units.
-    index chunk, chunks;           // positions per unit; units per batch entry
+    index chunk, chunks;           // positions per piece; pieces per batch entry
+    index group;                   // entries per unit (1 unless chunks = 1)
     int pass;                      // 1: sums, 2: gradient
     double* partials;              // sweep 1 out: [3][scored channel][b][unit of b]
     const T* coef_g;               // sweep 2 in: (batch, classes) dL/dI ...
@@ -155,44 +157,42 @@ struct LabelTarget {
     T operator()(index c, index j) const { return vselect(t[j] == c, T(1), T(0)); }
 };
 
-// Sum of LANES accumulators as a binary tree (as closs_sum.hpp's block_sum).
-inline double lanes_total(double* acc) {
-    for (int width = LANES / 2; width > 0; width /= 2)
-        for (int j = 0; j < width; ++j) acc[j] += acc[j + width];
-    return acc[0];
-}
-
-// Sweep 1 over unit u: the three sums of each scored channel into the partials.
+// Sweep 1 over positions [s0, s1) of entry b, piece k of it: the three sums
+// of each scored channel into the partials.
 template <class T, int ACT, bool SQ, class Target>
-inline void overlap_sums(const OverlapArgs<T>& p, index u, const Target& target_of_tile) {
+inline void overlap_sums(const OverlapArgs<T>& p, index b, index k, index s0, index s1,
+                         const Target& target_of_tile, T* pbuf, double* acc) {
     const index C = p.classes, S = p.spatial, first = p.first, scored = C - first;
-    const index b = u / p.chunks, k = u % p.chunks;
-    const index s0 = k * p.chunk, s1 = std::min(S, s0 + p.chunk);
     const T* x = p.x + b * C * S;
-    std::vector<T> pbuf(ACT == OV_NONE ? 0 : C * OV_TILE);
-    std::vector<double> acc(3 * scored * LANES, 0.0);
+    std::fill(acc, acc + 3 * scored * LANES, 0.0);
     for (index s = s0; s < s1; s += OV_TILE) {
         const index L = std::min(OV_TILE, s1 - s);
         if constexpr (ACT != OV_NONE)
-            overlap_activate<ACT, false>(x + s, C, S, L, pbuf.data(), (T*)nullptr);
+            overlap_activate<ACT, false>(x + s, C, S, L, pbuf, (T*)nullptr);
         const auto g = target_of_tile(b, s);
         for (index c = first; c < C; ++c) {
-            const T* __restrict pc = ACT == OV_NONE ? x + c * S + s : pbuf.data() + c * OV_TILE;
+            const T* __restrict pc = ACT == OV_NONE ? x + c * S + s : pbuf + c * OV_TILE;
             // A lane adds at most OV_TILE / LANES = 4 terms in T, then joins the
             // channel's double accumulator: a quarter of the conversions, and
             // for float32 still far more accurate than a float32 pairwise sum.
             T tI[LANES] = {}, tP[LANES] = {}, tG[LANES] = {};
-            auto add = [&](index j, int l) {
-                const T pv = pc[j], gv = g(c, j);
+            auto add = [&](int l, T pv, T gv) {
                 tI[l] += pv * gv;
                 tP[l] += SQ ? pv * pv : pv;
                 tG[l] += SQ ? gv * gv : gv;
             };
             index j = 0;
             for (; j + LANES <= L; j += LANES)
-                for (int l = 0; l < LANES; ++l) add(j + l, l);
-            for (int l = 0; j + l < L; ++l) add(j + l, l);
-            double* slot = acc.data() + 3 * (c - first) * LANES;
+                for (int l = 0; l < LANES; ++l) add(l, pc[j + l], g(c, j + l));
+            if (j < L) {  // the last few positions, zero-padded to LANES
+                T pt[LANES] = {}, gt[LANES] = {};
+                for (index l = 0; j + l < L; ++l) {
+                    pt[l] = pc[j + l];
+                    gt[l] = g(c, j + l);
+                }
+                for (int l = 0; l < LANES; ++l) add(l, pt[l], gt[l]);
+            }
+            double* slot = acc + 3 * (c - first) * LANES;
             for (int l = 0; l < LANES; ++l) {
                 slot[l] += double(tI[l]);
                 slot[LANES + l] += double(tP[l]);
@@ -203,32 +203,29 @@ inline void overlap_sums(const OverlapArgs<T>& p, index u, const Target& target_
     for (index q = 0; q < 3; ++q)
         for (index c = 0; c < scored; ++c)
             p.partials[((q * scored + c) * p.batch + b) * p.chunks + k] =
-                lanes_total(acc.data() + (3 * c + q) * LANES);
+                lanes_total(acc + (3 * c + q) * LANES);
 }
 
-// Sweep 2 over unit u: the gradient w.r.t. x.
+// Sweep 2 over positions [s0, s1) of entry b: the gradient w.r.t. x.
 template <class T, int ACT, bool SQ, class Target>
-inline void overlap_grad(const OverlapArgs<T>& p, index u, const Target& target_of_tile) {
+inline void overlap_grad(const OverlapArgs<T>& p, index b, index s0, index s1,
+                         const Target& target_of_tile, T* pbuf, T* dbuf) {
     const index C = p.classes, S = p.spatial, first = p.first;
-    const index b = u / p.chunks, k = u % p.chunks;
-    const index s0 = k * p.chunk, s1 = std::min(S, s0 + p.chunk);
     const T* x = p.x + b * C * S;
     T* out = p.grad + b * C * S;
     const T* cg = p.coef_g + b * C;
     const T* cp = p.coef_p + b * C;
-    std::vector<T> pbuf(ACT == OV_NONE ? 0 : C * OV_TILE);
-    std::vector<T> dbuf(ACT == OV_SIGMOID ? C * OV_TILE : 0);
     T dot[OV_TILE];
     for (index s = s0; s < s1; s += OV_TILE) {
         const index L = std::min(OV_TILE, s1 - s);
         if constexpr (ACT != OV_NONE)
-            overlap_activate<ACT, ACT == OV_SIGMOID>(x + s, C, S, L, pbuf.data(), dbuf.data());
+            overlap_activate<ACT, ACT == OV_SIGMOID>(x + s, C, S, L, pbuf, dbuf);
         const auto g = target_of_tile(b, s);
         if constexpr (ACT == OV_SOFTMAX)
             for (index j = 0; j < L; ++j) dot[j] = T(0);
         for (index c = 0; c < C; ++c) {
-            const T* __restrict pc = ACT == OV_NONE ? x + c * S + s : pbuf.data() + c * OV_TILE;
-            const T* __restrict dc = ACT == OV_SIGMOID ? dbuf.data() + c * OV_TILE : nullptr;
+            const T* __restrict pc = ACT == OV_NONE ? x + c * S + s : pbuf + c * OV_TILE;
+            const T* __restrict dc = ACT == OV_SIGMOID ? dbuf + c * OV_TILE : nullptr;
             T* __restrict o = out + c * S + s;
             auto emit = [&](index j, T d) {  // d = dL/dp, through the activation
                 if constexpr (ACT == OV_NONE) o[j] = d;
@@ -247,19 +244,28 @@ inline void overlap_grad(const OverlapArgs<T>& p, index u, const Target& target_
         }
         if constexpr (ACT == OV_SOFTMAX)
             for (index c = 0; c < C; ++c) {
-                const T* __restrict pc = pbuf.data() + c * OV_TILE;
+                const T* __restrict pc = pbuf + c * OV_TILE;
                 T* __restrict o = out + c * S + s;
                 for (index j = 0; j < L; ++j) o[j] = pc[j] * (o[j] - dot[j]);
             }
     }
 }
 
+// Unit u is piece u % chunks (of `chunk` positions) of entry u / chunks, or,
+// when an entry is one piece (chunks = 1), the `group` entries from u * group.
 template <class T, int ACT, bool SQ, class Target>
 inline void overlap_pass(const OverlapArgs<T>& p, index u, const Target& target_of_tile) {
-    if (p.pass == 1)
-        overlap_sums<T, ACT, SQ>(p, u, target_of_tile);
-    else
-        overlap_grad<T, ACT, SQ>(p, u, target_of_tile);
+    const index k = u % p.chunks, b0 = u / p.chunks * p.group;
+    const index s0 = k * p.chunk, s1 = std::min(p.spatial, s0 + p.chunk);
+    const index tile = p.classes * OV_TILE;  // the activation of every channel of a tile
+    std::vector<T> pbuf(ACT == OV_NONE ? 0 : tile), dbuf(ACT == OV_SIGMOID ? tile : 0);
+    std::vector<double> acc(p.pass == 1 ? 3 * p.classes * LANES : 0);
+    for (index b = b0; b < std::min(p.batch, b0 + p.group); ++b) {
+        if (p.pass == 1)
+            overlap_sums<T, ACT, SQ>(p, b, k, s0, s1, target_of_tile, pbuf.data(), acc.data());
+        else
+            overlap_grad<T, ACT, SQ>(p, b, s0, s1, target_of_tile, pbuf.data(), dbuf.data());
+    }
 }
 
 template <class T, int ACT, bool SQ>
@@ -331,11 +337,14 @@ double overlap_run(double (*unit)(const OverlapArgs<T>&, index), const OverlapAr
                    int threads) {
     OverlapArgs<T> p = args;
     const index C = p.classes;
-    // Units of about 16 Ki input elements (a whole number of tiles): the shape
-    // alone fixes them, never the thread count.
-    p.chunk = std::max<index>(1, 16384 / std::max<index>(1, C) / OV_TILE) * OV_TILE;
+    // Units of about 16 Ki input elements (pieces of a whole number of tiles,
+    // or groups of small entries): the shape alone fixes them, never the
+    // thread count.
+    const index unit_elements = 16384;
+    p.chunk = std::max<index>(1, unit_elements / std::max<index>(1, C) / OV_TILE) * OV_TILE;
     p.chunks = (p.spatial + p.chunk - 1) / p.chunk;
-    const index units = p.batch * p.chunks;
+    p.group = p.chunks > 1 ? 1 : std::max<index>(1, unit_elements / std::max<index>(1, C * p.spatial));
+    const index units = p.chunks * ((p.batch + p.group - 1) / p.group);
     std::vector<double> partials(3 * (C - p.first) * p.batch * p.chunks);
     p.partials = partials.data();
     p.pass = 1;

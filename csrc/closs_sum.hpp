@@ -36,6 +36,16 @@ inline double pairwise_sum(const double* v, index n) {
     return pairwise_sum(v, half) + pairwise_sum(v + half, n - half);
 }
 
+// Sum of LANES accumulators as a binary tree (lane j + width joins lane j),
+// written out level by level so that it vectorises.
+inline double lanes_total(const double* lanes) {
+    static_assert(LANES == 16, "lanes_total is written for 16 lanes");
+    double a[8], b[4];
+    for (int j = 0; j < 8; ++j) a[j] = lanes[j] + lanes[j + 8];
+    for (int j = 0; j < 4; ++j) b[j] = a[j] + a[j + 4];
+    return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
 // Sum of v[0..m), m <= BLOCK, accumulated in double over LANES lanes.
 template <class T>
 inline double block_sum(const T* v, index m) {
@@ -44,9 +54,7 @@ inline double block_sum(const T* v, index m) {
     for (; i + LANES <= m; i += LANES)
         for (int j = 0; j < LANES; ++j) acc[j] += static_cast<double>(v[i + j]);
     for (int j = 0; i + j < m; ++j) acc[j] += static_cast<double>(v[i + j]);
-    for (int width = LANES / 2; width > 0; width /= 2)
-        for (int j = 0; j < width; ++j) acc[j] += acc[j + width];
-    return acc[0];
+    return lanes_total(acc);
 }
 
 // Runs chunk(k) for k in [0, nchunks) on up to `threads` threads and returns

@@ -1013,15 +1013,17 @@ THREAD_CASES = [("dice", dict(softmax=True, to_onehot_y=True)),
                 ("tversky", dict(sigmoid=True, to_onehot_y=True, batch=True))]
 
 
+@pytest.mark.parametrize("shape", [(2, 4, 120, 161), (3000, 4, 3, 5)], ids=["pieces", "groups"])
 @pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
 @pytest.mark.parametrize("kind, kw", THREAD_CASES, ids=[f"{k}-{i}" for i, (k, _) in
                                                         enumerate(THREAD_CASES)])
-def test_one_vs_two_threads(restore_threads, kind, kw, dtype):
-    """Bit-identical values and gradients for 1 and 2 threads, at a size that
-    splits over both (4 x 120 x 160 positions: many units per batch entry)."""
-    rng = rng_for("threads", kind, str(kw), np.dtype(dtype).name)
+def test_one_vs_two_threads(restore_threads, kind, kw, dtype, shape):
+    """Bit-identical values and gradients for 1 and 2 threads, at sizes that
+    split over both: entries in several pieces (a unit is a piece of one
+    entry), and many small entries (a unit is a group of whole entries)."""
+    rng = rng_for("threads", kind, str(kw), np.dtype(dtype).name, str(shape))
     act = "sigmoid" if kw.get("sigmoid") else "softmax" if kw.get("softmax") else "none"
-    x, y = make_inputs(rng, (2, 4, 120, 161), dtype, act, kw.get("to_onehot_y", False))
+    x, y = make_inputs(rng, shape, dtype, act, kw.get("to_onehot_y", False))
     out = {}
     for n in (1, 2):
         closs.set_num_threads(n)
