@@ -2,9 +2,11 @@
 
 Design:
 
-1. ``LOSSES`` describes each regression loss once: how to make its data, the
-   closs class, a vectorised NumPy implementation of value and gradient (the
-   baseline a careful NumPy user would write), and the torch / JAX expressions.
+1. ``LOSSES`` describes each loss once: how to make its data, its sizes at the
+   presets tiny / medium / large (``PRESETS``, ``LossSpec.sizes``), the closs
+   class, a vectorised NumPy implementation of value and gradient (the
+   baseline a careful NumPy user would write), the torch / JAX (/ scikit-learn)
+   expressions, and its exp/log count per element (``LossSpec.exps``).
 2. ``make_impls`` turns a (loss, data, mode) into zero-argument callables, one
    per implementation, each called exactly as a user calls it:
    closs ``loss(x, y)`` / ``loss.value_and_grad(x, y)``; torch on
@@ -23,8 +25,14 @@ Design:
    the previous runtime's spinning OpenMP/Eigen workers have gone quiet (see
    the comment at PAUSE).  Per implementation it reports the median time per
    call, the quartiles, min and max.
-5. ``run`` loops over the cases, prints progress (tqdm when installed) and
-   returns plain dicts; ``format_table`` renders them as text or Markdown.
+5. ``run`` loops over the cases (loss, dtype, size, thread count, mode; the
+   thread count is set for closs and torch alike), prints progress (tqdm when
+   installed) and returns plain dicts; ``format_table`` renders them as text or
+   Markdown, ``plot`` as throughput against size (matplotlib, imported lazily).
+6. ``measure_machine`` times this machine's read and read+write bandwidth and
+   closs's vexp rate (closs/_kernels/_roofline.pyx, csrc/closs_roofline.hpp);
+   ``roofline_rows`` turns each result's bytes and exps into a lower bound on
+   its time and closs's distance from it (``closs bench --roofline``).
 """
 from __future__ import annotations
 
@@ -190,6 +198,23 @@ def _jax_gaussian(jnp, lax, x, y, var):
     return jnp.mean(0.5 * (jnp.log(v) + (x - y) ** 2 / v))
 
 
+# Sizes.  Each loss runs at three presets, tiny / medium / large, given per loss
+# as the element count n its make_data turns into a shape: 100 / 1e5 / 1e7 for
+# pointwise losses, the row-wise equivalents (rows x columns) otherwise.
+PRESETS = ("tiny", "medium", "large")
+POINTWISE_SIZES = (100, 100_000, 10_000_000)
+
+
+def _rows(cols, rows=(8, 10_000, 1_000_000)):
+    """The presets of a (rows, cols) input: 8 x cols, 10000 x cols, 1e6 x cols by default."""
+    return tuple(r * cols for r in rows)
+
+
+def resolve_size(spec, size):
+    """make_data's n for a preset name ("tiny", "medium", "large") or an element count."""
+    return spec.sizes[PRESETS.index(size)] if isinstance(size, str) else int(size)
+
+
 @dataclasses.dataclass(frozen=True)
 class LossSpec:
     key: str  # command-line name
@@ -200,11 +225,13 @@ class LossSpec:
     numpy_value_and_grad: Callable
     torch_fn: Callable  # (F, *tensors) -> loss tensor
     jax_fn: Callable  # (jnp, lax, *arrays) -> scalar, or None: no JAX peer
-    n_args: int = 2  # full-size arrays read (for GB/s; class indices are not counted)
     sklearn_fn: Callable = None  # (grad_mode, *arrays) -> (value, grad), scikit-learn's Cython loss
     title: str = None  # the row's name in tables (default: name)
     options: tuple = ()  # (name, value) pairs for the closs class
-
+    sizes: tuple = POINTWISE_SIZES  # make_data's n at the presets tiny, medium, large
+    # exp/log evaluations per element of the first input (value, value+grad): the
+    # roofline's compute bound (--roofline), e.g. CrossEntropy 1 exp per logit + 1 log per row
+    exps: tuple = (0.0, 0.0)
 
     @property
     def label(self):
@@ -230,10 +257,12 @@ LOSSES = {
                  lambda F, x, y: F.huber_loss(x, y, delta=DELTA), _jax_huber),
         LossSpec("poisson_nll", "PoissonNLLLoss", _poisson_data, (0,), _np_poisson,
                  _np_poisson_vg, lambda F, x, y: F.poisson_nll_loss(x, y),
-                 lambda jnp, lax, x, y: jnp.mean(jnp.exp(x) - y * x)),
+                 lambda jnp, lax, x, y: jnp.mean(jnp.exp(x) - y * x),
+                 exps=(1, 1)),
         LossSpec("gaussian_nll", "GaussianNLLLoss", _gaussian_data, (0, 2), _np_gaussian,
                  _np_gaussian_vg, lambda F, x, y, v: F.gaussian_nll_loss(x, y, v, eps=GAUSS_EPS),
-                 _jax_gaussian, n_args=3),
+                 _jax_gaussian,
+                 exps=(1, 1)),
     ]
 }
 
@@ -305,14 +334,17 @@ def _sklearn_ce(grad_mode, x, t):
 
 for _spec in [
     LossSpec("cross_entropy", "CrossEntropyLoss", _logits_data(10), (0,), _np_ce, _np_ce_vg,
-             lambda F, x, t: F.cross_entropy(x, t), _jax_ce, n_args=1, sklearn_fn=_sklearn_ce,
-             title="CrossEntropyLoss (N, 10)"),
+             lambda F, x, t: F.cross_entropy(x, t), _jax_ce, sklearn_fn=_sklearn_ce,
+             title="CrossEntropyLoss (N, 10)",
+             sizes=_rows(10), exps=(1.1, 1.1)),
     LossSpec("cross_entropy_1000", "CrossEntropyLoss", _logits_data(1000), (0,), _np_ce,
-             _np_ce_vg, lambda F, x, t: F.cross_entropy(x, t), _jax_ce, n_args=1,
-             sklearn_fn=_sklearn_ce, title="CrossEntropyLoss (N, 1000)"),
+             _np_ce_vg, lambda F, x, t: F.cross_entropy(x, t), _jax_ce,
+             sklearn_fn=_sklearn_ce, title="CrossEntropyLoss (N, 1000)",
+             sizes=_rows(1000, (8, 100, 16_384)), exps=(1.001, 1.001)),
     LossSpec("bce_with_logits", "BCEWithLogitsLoss", _binary_data, (0,), _np_bce_logits,
              _np_bce_logits_vg, lambda F, x, y: F.binary_cross_entropy_with_logits(x, y),
-             _jax_bce_logits),
+             _jax_bce_logits,
+             exps=(2, 2)),
 ]:
     LOSSES[_spec.key] = _spec
 
@@ -390,16 +422,20 @@ def _jax_kl(jnp, lax, x, y):
 
 for _spec in [
     LossSpec("nll", "NLLLoss", _log_probs_data(10), (0,), _np_nll, _np_nll_vg,
-             lambda F, x, t: F.nll_loss(x, t), _jax_nll, n_args=1, title="NLLLoss (N, 10)"),
+             lambda F, x, t: F.nll_loss(x, t), _jax_nll, title="NLLLoss (N, 10)",
+             sizes=_rows(10)),
     LossSpec("bce", "BCELoss", _probs_data, (0,), _np_bce, _np_bce_vg,
-             lambda F, x, y: F.binary_cross_entropy(x, y), _jax_bce),
+             lambda F, x, y: F.binary_cross_entropy(x, y), _jax_bce,
+             exps=(2, 2)),
     LossSpec("kl_div", "KLDivLoss", _kl_data, (0,), _np_kl, _np_kl_vg,
              lambda F, x, y: F.kl_div(x, y, reduction="batchmean"), _jax_kl,
-             options=(("reduction", "batchmean"),), title="KLDivLoss (batchmean)"),
+             options=(("reduction", "batchmean"),), title="KLDivLoss (batchmean)",
+             sizes=_rows(10), exps=(1, 1)),
     LossSpec("multilabel_soft_margin", "MultiLabelSoftMarginLoss", _multilabel_data, (0,),
              _np_multilabel, _np_multilabel_vg,
              lambda F, x, y: F.multilabel_soft_margin_loss(x, y), _jax_bce_logits,
-             title="MultiLabelSoftMarginLoss (N, 10)"),
+             title="MultiLabelSoftMarginLoss (N, 10)",
+             sizes=_rows(10), exps=(2, 2)),
 ]:
     LOSSES[_spec.key] = _spec
 
@@ -690,11 +726,12 @@ def time_case(impls, n, budget=FULL):
                        samples=samples[name]) for name in names}
 
 
-def bytes_moved(spec, n, dtype, mode):
-    """Bytes a single pass must read and write: the inputs, plus the gradients."""
-    itemsize = np.dtype(dtype).itemsize
-    arrays = spec.n_args + (len(spec.grad_args) if mode == "value+grad" else 0)
-    return arrays * n * itemsize
+def bytes_moved(spec, arrays, mode):
+    """(bytes read, bytes written) by a single pass: every input array (targets and
+    labels too), and for value+grad the gradients (the size of their inputs)."""
+    read = sum(np.asarray(a).nbytes for a in arrays)
+    written = sum(arrays[i].nbytes for i in spec.grad_args) if mode == "value+grad" else 0
+    return read, written
 
 
 # ----------------------------------------------------------------------------------
@@ -742,24 +779,41 @@ def format_size(n):
     return f"1e{round(e)}" if n >= 1000 and e == round(e) else str(n)
 
 
+def format_shape(shape):
+    """1e6x10, 16384x1000, 16x4x400x400, 1e7: powers of ten from 1e4 as 1eK."""
+    return "x".join(format_size(d) if d >= 10_000 else str(d) for d in shape)
+
+
 def run(losses, dtypes, sizes, modes=MODES, impls=IMPLS, budget=FULL, seed=0, progress=True,
-        warn=None):
-    """Benchmark every case; returns a list of result dicts (see README / --json)."""
+        warn=None, threads=None):
+    """Benchmark every case; returns a list of result dicts (see README / --json).
+
+    sizes: preset names (PRESETS) and/or element counts; threads: thread counts
+    for closs and torch, each case run at each (default: closs's current count).
+    """
     warn = warn or (lambda msg: print(msg, file=sys.stderr))
-    cases = [(k, dt, n, m) for k in losses for dt in dtypes for n in sizes for m in modes]
+    threads = list(threads or [closs.get_num_threads()])
+    for name in impls:
+        available(name)  # import the peers first: set_threads reaches torch's pool too
+    cases = [(k, dt, size, t, m) for k in losses for dt in dtypes for size in sizes
+             for t in threads for m in modes]
     bar = _Progress(len(cases), progress)
     results = []
     data_key, data = None, None
+    saved_threads = closs.get_num_threads()
     try:
-        for key, dtype, n, mode in cases:
+        for key, dtype, size, nthreads, mode in cases:
             spec = LOSSES[key]
-            label = f"{spec.label} {dtype} {format_size(n)} {mode}"
-            bar.start(label)
+            n = resolve_size(spec, size)
             if data_key != (key, dtype, n):
                 data = None  # free the previous case's arrays first
                 data_key = (key, dtype, n)
                 rng = np.random.default_rng([seed, list(LOSSES).index(key), n])
                 data = spec.make_data(rng, n, dtype)
+            shape = data[0].shape
+            label = f"{spec.label} {dtype} {format_shape(shape)} {nthreads}T {mode}"
+            bar.start(label)
+            set_threads(nthreads)
             meter = LoadMeter()
             case_impls = make_impls(spec, data, mode, impls)
             agreement = check(case_impls, dtype)
@@ -771,12 +825,16 @@ def run(losses, dtypes, sizes, modes=MODES, impls=IMPLS, budget=FULL, seed=0, pr
                          + ("" if rep["dtype_ok"] else ", gradient dtype/shape differs"))
             stats = time_case(case_impls, n, budget)
             closs_med = stats["closs"]["median"]
-            nbytes = bytes_moved(spec, n, dtype, mode)
+            read, written = bytes_moved(spec, data, mode)
             other_load = meter.other_load()
             results.append({
-                "loss": spec.label, "key": key, "dtype": dtype, "size": n, "mode": mode,
+                "loss": spec.label, "key": key, "dtype": dtype, "size": n,
+                "preset": size if isinstance(size, str) else None, "shape": list(shape),
+                "elements": int(data[0].size), "threads": nthreads, "mode": mode,
                 "other_load": other_load,
-                "bytes": nbytes, "closs_gbps": nbytes / closs_med / 1e9,
+                "bytes": read + written, "bytes_read": read, "bytes_written": written,
+                "exps": spec.exps[MODES.index(mode)] * data[0].size,
+                "closs_gbps": (read + written) / closs_med / 1e9,
                 "times": stats,
                 "ratios": {m: s["median"] / closs_med for m, s in stats.items() if m != "closs"},
                 "check": agreement,
@@ -785,6 +843,7 @@ def run(losses, dtypes, sizes, modes=MODES, impls=IMPLS, budget=FULL, seed=0, pr
             bar.advance()
     finally:
         bar.close()
+        set_threads(saved_threads)
     return results
 
 
@@ -877,27 +936,8 @@ def _cell(stats):
     return f"{format_time(stats['median'])} ±{spread:.0f}%"
 
 
-def format_table(results, markdown=False):
-    """The results as an aligned text table or a Markdown table."""
-    peers = [m for m in IMPLS[1:] if any(m in r["times"] for r in results)]
-    head = ["loss", "dtype", "size", "mode", "closs"]
-    for p in peers:
-        head += [p, f"{p}/closs"]
-    head.append("closs GB/s")
-    rows = []
-    for r in results:
-        busy = (r.get("other_load") or 0.0) > BUSY
-        mode = r["mode"] + (" (busy)" if busy else "")
-        row = [r["loss"], r["dtype"], format_size(r["size"]), mode, _cell(r["times"]["closs"])]
-        for p in peers:
-            if p in r["times"]:
-                flag = "" if r["check"][p]["ok"] else " MISMATCH"
-                row += [_cell(r["times"][p]) + flag, f"{r['ratios'][p]:.2f}"]
-            else:
-                row += ["-", "-"]
-        row.append(f"{r['closs_gbps']:.2f}")
-        rows.append(row)
-    numeric = [False] * 4 + [True] * (len(head) - 4)
+def render_table(head, rows, numeric, markdown=False):
+    """Rows of cells as an aligned text table (numeric columns right-aligned) or Markdown."""
     if markdown:
         out = ["| " + " | ".join(head) + " |",
                "|" + "|".join("---:" if num else "---" for num in numeric) + "|"]
@@ -910,13 +950,242 @@ def format_table(results, markdown=False):
         return "  ".join(c.rjust(w) if num else c.ljust(w)
                          for c, w, num in zip(cells, widths, numeric)).rstrip()
 
-    out = [line(head), line(["-" * w for w in widths])] + [line(row) for row in rows]
-    return "\n".join(out)
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(row) for row in rows])
+
+
+def size_label(r):
+    """A result's size as its shape (1e6x10), or its element count (older JSON files)."""
+    return format_shape(r["shape"]) if r.get("shape") else format_size(r["size"])
+
+
+def format_table(results, markdown=False):
+    """The results as an aligned text table or a Markdown table."""
+    peers = [m for m in IMPLS[1:] if any(m in r["times"] for r in results)]
+    head = ["loss", "dtype", "size", "threads", "mode", "closs"]
+    for p in peers:
+        head += [p, f"{p}/closs"]
+    head.append("closs GB/s")
+    rows = []
+    for r in results:
+        busy = (r.get("other_load") or 0.0) > BUSY
+        mode = r["mode"] + (" (busy)" if busy else "")
+        row = [r["loss"], r["dtype"], size_label(r), str(r.get("threads", "")), mode,
+               _cell(r["times"]["closs"])]
+        for p in peers:
+            if p in r["times"]:
+                flag = "" if r["check"][p]["ok"] else " MISMATCH"
+                row += [_cell(r["times"][p]) + flag, f"{r['ratios'][p]:.2f}"]
+            else:
+                row += ["-", "-"]
+        row.append(f"{r['closs_gbps']:.2f}")
+        rows.append(row)
+    numeric = [False, False, True, True, False] + [True] * (len(head) - 5)
+    return render_table(head, rows, numeric, markdown)
 
 
 TABLE_NOTE = ("median time per call, ± half the inter-quartile range; peer/closs > 1 means "
-              "closs is faster; GB/s counts the inputs read plus the gradients written once; "
+              "closs is faster; GB/s counts the inputs read (targets too) plus the gradients "
+              "written once; threads: closs's and torch's thread count (scikit-learn's "
+              "n_threads too; NumPy runs on one), but JAX/XLA cannot change its thread pool "
+              "after import: jax uses every core in every row; "
               f"(busy): other processes used more than {BUSY:.0%} of the CPUs during that case.")
+
+
+# ----------------------------------------------------------------------------------
+# --plot: throughput against size
+# ----------------------------------------------------------------------------------
+
+COLORS = {"closs": "tab:red", "numpy": "tab:gray", "torch": "tab:orange", "jax": "tab:blue",
+          "sklearn": "tab:green"}
+
+
+class PlotError(RuntimeError):
+    pass
+
+
+def require_matplotlib():
+    """Raise PlotError with the install hint when matplotlib is not importable."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise PlotError("--plot needs matplotlib: pip install 'closs[plot]' "
+                        f"(or pip install matplotlib); {exc}") from None
+
+
+def plot(results, path, dtype=None):
+    """Throughput (elements per second of the first input) against its size, log-log,
+    one panel per loss, a line per implementation: value+grad solid, value dashed,
+    at the largest thread count of the run (closs's value+grad at one thread dotted,
+    when the run has it).  Rows of one dtype: float32 when present."""
+    require_matplotlib()
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+
+    dtypes = list(dict.fromkeys(r["dtype"] for r in results))
+    if not dtypes:
+        raise PlotError("--plot: no results to plot")
+    dtype = dtype or ("float32" if "float32" in dtypes else dtypes[0])
+    rows = [r for r in results if r["dtype"] == dtype]
+    nthreads = max(r.get("threads", 1) for r in rows)
+    losses = list(dict.fromkeys(r["loss"] for r in rows))
+    ncols = min(4, len(losses))
+    nrows = math.ceil(len(losses) / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows + 0.8), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+
+    def line(ax, impl, mode, threads, **style):
+        pts = sorted((r.get("elements", r["size"]), r["times"][impl]["median"]) for r in rows
+                     if r["loss"] == loss and r["mode"] == mode
+                     and r.get("threads", 1) == threads and impl in r["times"])
+        if pts:
+            ax.plot([n for n, _ in pts], [n / t for n, t in pts], color=COLORS.get(impl),
+                    marker="o", markersize=3, **style)
+
+    for ax, loss in zip(axes, losses):
+        for impl in IMPLS:
+            line(ax, impl, "value+grad", nthreads, label=f"{impl} value+grad")
+            line(ax, impl, "value", nthreads, linestyle="--", linewidth=1,
+                 label=f"{impl} value")
+        if nthreads != 1:
+            line(ax, "closs", "value+grad", 1, linestyle=":", label="closs value+grad, 1 thread")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(loss, fontsize=9)
+        ax.set_xlabel("elements", fontsize=8)
+        ax.set_ylabel("elements / s", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, which="major", alpha=0.3)
+    for ax in axes[len(losses):]:
+        ax.set_visible(False)
+    handles = {}
+    for ax in axes[:len(losses)]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center",
+               ncols=min(6, len(handles)), fontsize=8)
+    fig.suptitle(f"closs bench: throughput, {dtype}, {nthreads} thread(s) "
+                 f"(higher is better)", fontsize=11)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+# ----------------------------------------------------------------------------------
+# --roofline: this machine's limits, and how close closs gets to them
+# ----------------------------------------------------------------------------------
+
+ROOFLINE_MB = 256  # the bandwidth arrays: far beyond the caches
+ROOFLINE_REPEATS = 5  # best of
+EXP_BUFFER = 2048  # elements per thread for the exp rate: in L1 / L2
+
+
+def _best_time(fn, repeats):
+    """The shortest of `repeats` timed calls (after one untimed)."""
+    fn()
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def measure_machine(threads=(1, 2), megabytes=ROOFLINE_MB, repeats=ROOFLINE_REPEATS):
+    """This machine's limits at each thread count, best of `repeats`:
+
+    read_gbps           sum of a float64 array of `megabytes`
+    copy_fresh_gbps     out = 2 x into a fresh np.empty, allocation, first-touch page
+                        faults and release included (how closs returns a gradient,
+                        and the benchmark drops it inside the timed call), bytes
+                        read + written
+    copy_prealloc_gbps  the same into a preallocated, already touched output
+    write_fresh_gbps    bytes written per second of what the fresh copy takes beyond
+                        reading its input (the cost of a gradient byte)
+    exp_f32, exp_f64    vexp evaluations per second on in-cache buffers
+    """
+    from ._kernels import _roofline
+
+    meter = LoadMeter()
+    n = max(1, int(megabytes * 2**20) // 8)
+    x = np.full(n, 1.5)
+    pre = np.zeros_like(x)
+    figures = []
+    for t in threads:
+        t_read = _best_time(lambda: _roofline.read(x, t), repeats)
+        t_fresh = _best_time(lambda: _roofline.scale(x, np.empty_like(x), 2.0, t), repeats)
+        t_pre = _best_time(lambda: _roofline.scale(x, pre, 2.0, t), repeats)
+        row = {"threads": t, "read_gbps": x.nbytes / t_read / 1e9,
+               "copy_fresh_gbps": 2 * x.nbytes / t_fresh / 1e9,
+               "copy_prealloc_gbps": 2 * x.nbytes / t_pre / 1e9,
+               "write_fresh_gbps": x.nbytes / max(t_fresh - t_read, 1e-3 * t_fresh) / 1e9}
+        for dtype in ("float32", "float64"):
+            a = np.linspace(-20.0, 20.0, t * EXP_BUFFER).astype(dtype).reshape(t, EXP_BUFFER)
+            b = np.empty_like(a)
+            reps = max(1, n // a.size)  # as many exps as the arrays have elements
+            seconds = _best_time(lambda: _roofline.exp(a, b, reps, t), repeats)
+            row["exp_" + dtype[-2:]] = a.size * reps / seconds
+        figures.append(row)
+    return {"megabytes": megabytes, "repeats": repeats, "openmp": _roofline.OPENMP,
+            "simd": runtime_info()["simd_selected"], "other_load": meter.other_load(),
+            "threads": figures}
+
+
+def roofline_rows(results, machine):
+    """Per large result (preset "large", or an explicit element count): the lower
+    bound on closs's time from its bytes and exps at this machine's limits (at the
+    result's thread count) and closs's median over it.
+
+    bytes: read / read_gbps + written / write_fresh_gbps (the gradient is a fresh
+    array, as users get it); exps: exps / exp rate of the dtype (logs counted as
+    exps); bound = max of the two.
+    """
+    by_threads = {m["threads"]: m for m in machine["threads"]}
+    rows = []
+    for r in results:
+        if r.get("preset") not in (None, "large"):
+            continue
+        nthreads = r.get("threads", 1)
+        m = by_threads.get(nthreads) or by_threads[min(by_threads, key=lambda t: abs(t - nthreads))]
+        t_bytes = (r["bytes_read"] / (m["read_gbps"] * 1e9)
+                   + r["bytes_written"] / (m["write_fresh_gbps"] * 1e9))
+        t_exps = r["exps"] / m["exp_" + r["dtype"][-2:]]
+        bound = max(t_bytes, t_exps)
+        closs_time = r["times"]["closs"]["median"]
+        rows.append({"loss": r["loss"], "key": r["key"], "dtype": r["dtype"], "size": r["size"],
+                     "shape": r.get("shape"), "threads": nthreads, "mode": r["mode"],
+                     "bytes_read": r["bytes_read"], "bytes_written": r["bytes_written"],
+                     "exps": r["exps"], "bytes_bound": t_bytes, "exp_bound": t_exps,
+                     "bound": bound, "limit": "memory" if t_bytes >= t_exps else "exp",
+                     "closs": closs_time, "of_roofline": closs_time / bound})
+    return rows
+
+
+def format_roofline(machine, rows, markdown=False):
+    """The machine's figures, then the bound and closs's distance to it per row."""
+    head = ["threads", "read GB/s", "copy GB/s (fresh out)", "copy GB/s (prealloc. out)",
+            "write GB/s (fresh)", "exp/s float32", "exp/s float64"]
+    cells = [[str(m["threads"]), f"{m['read_gbps']:.1f}", f"{m['copy_fresh_gbps']:.1f}",
+              f"{m['copy_prealloc_gbps']:.1f}", f"{m['write_fresh_gbps']:.1f}",
+              f"{m['exp_32']:.3g}", f"{m['exp_64']:.3g}"] for m in machine["threads"]]
+    out = [render_table(head, cells, [True] * len(head), markdown)]
+    head = ["loss", "dtype", "size", "threads", "mode", "MB read", "MB written", "Mexp",
+            "bytes bound", "exp bound", "closs", "x of roofline"]
+    cells = [[r["loss"], r["dtype"], size_label(r), str(r["threads"]), r["mode"],
+              f"{r['bytes_read'] / 1e6:.1f}", f"{r['bytes_written'] / 1e6:.1f}",
+              f"{r['exps'] / 1e6:.3g}", format_time(r["bytes_bound"]),
+              format_time(r["exp_bound"]) if r["exps"] else "-", format_time(r["closs"]),
+              f"{r['of_roofline']:.2f}"] for r in rows]
+    out.append(render_table(head, cells, [False, False, True, True, False] + [True] * 7,
+                            markdown))
+    return "\n\n".join(out)
+
+
+def roofline_note(machine):
+    return (f"roofline: best of {machine['repeats']} passes over {machine['megabytes']:g} MB "
+            f"float64 arrays (SIMD {machine['simd']}); copy = 2 x into a fresh np.empty "
+            "(allocation, page faults and release included) or into a touched output; "
+            "exp/s: closs's vexp on "
+            f"{EXP_BUFFER}-element in-cache buffers per thread.  Bound = max(bytes read / "
+            "read GB/s + bytes written / write GB/s (fresh), exps / exp/s) with logs counted "
+            "as exps; x of roofline = closs's median / bound (target <= 2).")
 
 
 # ----------------------------------------------------------------------------------
@@ -1046,14 +1315,15 @@ def _jax_focal(jnp, lax, x, y):
 for _spec in [
     LossSpec("margin_ranking", "MarginRankingLoss", _ranking_data, (0, 1), _np_margin_ranking,
              _np_margin_ranking_vg, lambda F, x1, x2, y: F.margin_ranking_loss(x1, x2, y),
-             _jax_margin_ranking,
-             n_args=3),
+             _jax_margin_ranking),
     LossSpec("hinge_embedding", "HingeEmbeddingLoss", _signed_data, (0,), _np_hinge,
              _np_hinge_vg, lambda F, x, y: F.hinge_embedding_loss(x, y), _jax_hinge),
     LossSpec("soft_margin", "SoftMarginLoss", _signed_data, (0,), _np_soft_margin,
-             _np_soft_margin_vg, lambda F, x, y: F.soft_margin_loss(x, y), _jax_soft_margin),
+             _np_soft_margin_vg, lambda F, x, y: F.soft_margin_loss(x, y), _jax_soft_margin,
+             exps=(2, 2)),
     LossSpec("sigmoid_focal", "FocalLoss", _focal_data, (0,), _np_focal, _np_focal_vg,
-             _torch_focal, _jax_focal),
+             _torch_focal, _jax_focal,
+             exps=(2, 2)),
 ]:
     LOSSES[_spec.key] = _spec
     ALIASES[_spec.name.lower()] = ALIASES[_spec.name.lower()[:-4]] = _spec.key
@@ -1141,11 +1411,13 @@ def _jax_multilabel_margin(jnp, lax, x, t):
 for _spec in [
     LossSpec("multi_margin", "MultiMarginLoss", _logits_data(1000), (0,), _np_multi_margin,
              _np_multi_margin_vg, lambda F, x, t: F.multi_margin_loss(x, t), _jax_multi_margin,
-             n_args=1, title="MultiMarginLoss (N, 1000)"),
+             title="MultiMarginLoss (N, 1000)",
+             sizes=_rows(1000, (8, 100, 16_384))),
     LossSpec("multilabel_margin", "MultiLabelMarginLoss", _label_sets_data(10, 4), (0,),
              _np_multilabel_margin, _np_multilabel_margin_vg,
-             lambda F, x, t: F.multilabel_margin_loss(x, t), _jax_multilabel_margin, n_args=1,
-             title="MultiLabelMarginLoss (N, 10)"),
+             lambda F, x, t: F.multilabel_margin_loss(x, t), _jax_multilabel_margin,
+             title="MultiLabelMarginLoss (N, 10)",
+             sizes=_rows(10)),
 ]:
     LOSSES[_spec.key] = _spec
 
@@ -1154,9 +1426,10 @@ for _spec in [
 # Losses over feature rows: CosineEmbedding, TripletMargin(+WithDistance) (closs/_kernels/_features.pyx).
 # ----------------------------------------------------------------------------------
 
-# Rows of FEATURES features made from n elements (n / FEATURES rows): the large
-# size 1e7 is 78125 x 128 per input.
+# Rows of FEATURES features made from n elements (n / FEATURES rows): the presets
+# are 8, 800 and 78125 (1e7 elements) rows of 128, per input.
 FEATURES = 128
+FEATURE_SIZES = _rows(FEATURES, (8, 800, 78_125))
 COS_EPS = float(np.float32(1e-12))  # torch's cosine_embedding_loss epsilon
 TRIPLET_MARGIN = 1.0  # TripletMarginLoss defaults
 PAIRWISE_EPS = 1e-6
@@ -1276,14 +1549,17 @@ for _spec in [
     LossSpec("cosine_embedding", "CosineEmbeddingLoss", _cosine_pairs_data, (0, 1),
              _np_cosine_embedding, _np_cosine_embedding_vg,
              lambda F, x1, x2, y: F.cosine_embedding_loss(x1, x2, y), _jax_cosine_embedding,
-             title="CosineEmbeddingLoss (N, 128)"),
+             title="CosineEmbeddingLoss (N, 128)",
+             sizes=FEATURE_SIZES),
     LossSpec("triplet_margin", "TripletMarginLoss", _feature_rows(3), (0, 1, 2), _np_triplet,
              _np_triplet_vg, lambda F, a, p, n: F.triplet_margin_loss(a, p, n), _jax_triplet,
-             n_args=3, title="TripletMarginLoss (N, 128)"),
+             title="TripletMarginLoss (N, 128)",
+             sizes=FEATURE_SIZES),
     LossSpec("triplet_margin_with_distance", "TripletMarginWithDistanceLoss", _feature_rows(3),
              (0, 1, 2), _np_triplet_cosine, _np_triplet_cosine_vg, _torch_triplet_cosine,
-             _jax_triplet_cosine, n_args=3, options=(("distance_function", "cosine"),),
-             title="TripletMarginWithDistanceLoss (cosine, N, 128)"),
+             _jax_triplet_cosine, options=(("distance_function", "cosine"),),
+             title="TripletMarginWithDistanceLoss (cosine, N, 128)",
+             sizes=FEATURE_SIZES),
 ]:
     LOSSES[_spec.key] = _spec
 
@@ -1299,6 +1575,10 @@ for _spec in [
 OVERLAP_CLASSES = 4
 OVERLAP_SMOOTH = 1e-5  # MONAI's smooth_nr = smooth_dr default
 TVERSKY_AB = (0.3, 0.7)
+
+
+# The presets 16 x 4 x 4 x 4, 16 x 4 x 40 x 40 and 16 x 4 x 400 x 400.
+OVERLAP_SIZES = (16 * 4 * 4 * 4, 16 * 4 * 40 * 40, 16 * 4 * 400 * 400)
 
 
 def _overlap_shape(n, classes=OVERLAP_CLASSES):
@@ -1419,12 +1699,14 @@ def _jax_dice(jnp, lax, x, y):
 for _spec in [
     LossSpec("dice", "DiceLoss", _dice_data, (0,), _np_dice, _np_dice_vg,
              lambda F, x, y: _monai_dice(import_peer("torch"), F.softmax(x, 1), y), _jax_dice,
-             options=(("softmax", True),), title="DiceLoss (softmax, one-hot (B, 4, H, W))"),
+             options=(("softmax", True),), title="DiceLoss (softmax, one-hot (B, 4, H, W))",
+             sizes=OVERLAP_SIZES, exps=(1, 1)),
     LossSpec("tversky", "TverskyLoss", _tversky_data, (0,), _np_tversky, _np_tversky_vg,
-             _torch_tversky, _jax_tversky, n_args=1,
+             _torch_tversky, _jax_tversky,
              options=(("softmax", True), ("to_onehot_y", True), ("alpha", TVERSKY_AB[0]),
                       ("beta", TVERSKY_AB[1])),
-             title="TverskyLoss (softmax, labels (B, 1, H, W), a=0.3 b=0.7)"),
+             title="TverskyLoss (softmax, labels (B, 1, H, W), a=0.3 b=0.7)",
+             sizes=OVERLAP_SIZES, exps=(1, 1)),
 ]:
     LOSSES[_spec.key] = _spec
 
@@ -1435,8 +1717,14 @@ for _spec in [
 
 # The issue's shape: T=50 steps, C=20 classes (blank 0), padded targets of S=10; the
 # batch N = n // (T C) (at least 1), so n = 16000 is the issue's N=16 and n is about
-# the number of log-probabilities.
+# the number of log-probabilities.  Presets: N = 1, 16 (the issue's), 256.
 CTC_T, CTC_C, CTC_S = 50, 20, 10
+CTC_SIZES = tuple(CTC_T * CTC_C * batch for batch in (1, 16, 256))
+# exp/log per log-probability: alpha's 3-term log-sum-exp (2 exp + 1 log) over
+# ~0.8 states per class (W = 2 S + 1 <= 21 states, S in [5, 10], C = 20); for the
+# gradient also beta (as alpha), the log-add into A (~2 per state) and
+# exp(lp), exp(A + loss - lp) per class.  float32 evaluates them in float64.
+CTC_EXPS = (2.5, 8.5)
 
 
 def _ctc_data(rng, n, dtype):
@@ -1529,4 +1817,5 @@ LOSSES["ctc"] = LossSpec(
     "ctc", "CTCLoss", _ctc_data, (0,), _np_ctc, _np_ctc_vg,
     lambda F, lp, t, il, tl: F.ctc_loss(lp, t, il, tl),
     _jax_ctc if _optax_importable() else None,  # no JAX peer without optax
-    n_args=1, title="CTCLoss (T=50, N=n/1000, C=20, S=10)")
+    title="CTCLoss (T=50, C=20, S=10)",
+    sizes=CTC_SIZES, exps=CTC_EXPS)
