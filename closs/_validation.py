@@ -163,6 +163,57 @@ def grad_output(value, reduction, shape, dtype):
     return 1.0, contiguous(arr)
 
 
+def grad_out(out, args, grad_args):
+    """The preallocated gradient buffers of value_and_grad / backward: None, or a
+    tuple with one array per differentiable argument (args[i] for i in grad_args).
+
+    Each must be a writeable, C-contiguous float32/float64 ndarray of its
+    argument's shape, sharing no memory with any argument or other buffer.
+    (Its dtype is checked against the gradient's by `deliver`; a kernel writes
+    straight into a buffer of the right size and dtype.)
+    """
+    if out is None:
+        return None
+    many = len(grad_args) > 1
+    outs = out if many and isinstance(out, tuple) else (out,)
+    if len(outs) != len(grad_args):
+        raise ValueError(f"grad_out: expected a tuple of {len(grad_args)} arrays, one per "
+                         f"gradient, got {_describe(out)}")
+    for k, (o, i) in enumerate(zip(outs, grad_args)):
+        name = f"grad_out[{k}]" if many else "grad_out"
+        if type(o) is not np.ndarray:
+            raise TypeError(f"{name}: expected a numpy.ndarray, got {_describe(o)}")
+        if o.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{name}: expected a float32 or float64 array, got {_describe(o)}")
+        shape = np.shape(args[i])
+        if o.shape != shape:
+            raise ValueError(f"{name}: expected the shape of its argument {shape}, got {o.shape}")
+        if not (o.flags.c_contiguous and o.flags.writeable):
+            raise ValueError(f"{name}: expected a writeable C-contiguous array, got a "
+                             f"{'read-only' if not o.flags.writeable else 'non-contiguous'} one")
+        others = [a for a in args if isinstance(a, np.ndarray)] + list(outs[:k])
+        if any(np.shares_memory(o, a) for a in others):
+            raise ValueError(f"{name}: expected a buffer of its own, got one that shares memory "
+                             f"with an input or another gradient buffer")
+    return outs
+
+
+def deliver(grad, outs):
+    """The gradient(s) of a sweep in the buffers outs (from `grad_out`): a kernel
+    has written in place where it could, the rest is copied.  Returns the buffers."""
+    if outs is None:
+        return grad
+    grads = grad if isinstance(grad, tuple) else (grad,)
+    for k, (g, o) in enumerate(zip(grads, outs)):
+        g = np.asarray(g)
+        if g.dtype != o.dtype:
+            raise ValueError(f"grad_out{f'[{k}]' if len(outs) > 1 else ''}: expected the "
+                             f"gradient's dtype {g.dtype}, got {o.dtype}")
+        if g.ctypes.data != o.ctypes.data:  # not written in place
+            np.copyto(o, g.reshape(o.shape))
+    return outs if isinstance(grad, tuple) else outs[0]
+
+
 # -- hyper-parameters ----------------------------------------------------------
 
 

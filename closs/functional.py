@@ -62,8 +62,8 @@ _same_layout = _pw.same_layout
 _evaluate = _pw.evaluate
 
 
-def _finish(ops, reduction, return_grad, grad_output):
-    value, grad = _evaluate(ops, reduction, True, return_grad, grad_output)
+def _finish(ops, reduction, return_grad, grad_output, grad_out=None):
+    value, grad = _evaluate(ops, reduction, True, return_grad, grad_output, grad_out)
     return (value, grad) if return_grad else value
 
 
@@ -622,7 +622,7 @@ def _multilabel_soft_margin_operands(input, target, weight):
     return _Operands(_pw.SOFT_MARGIN_ML, a, b, None, _weight_like(weight, shape, a.dtype))
 
 
-def _multilabel_soft_margin_finish(ops, reduction, return_grad, grad_output):
+def _multilabel_soft_margin_finish(ops, reduction, return_grad, grad_output, grad_out=None):
     """Rows are the last dim: the value sums each row's C element terms and
     divides by C; the kernel's 'mean' with count C (or n) does that in one sweep."""
     a = ops.a
@@ -636,12 +636,12 @@ def _multilabel_soft_margin_finish(ops, reduction, return_grad, grad_output):
             return value
         if grad_output is None:
             ops.count = classes
-            return value, _evaluate(ops, "mean", False, True, None)[1]
+            return value, _evaluate(ops, "mean", False, True, None, grad_out)[1]
         g = _v.grad_output(grad_output, "none", a.shape[:-1], a.dtype)[1]
         gout = np.ascontiguousarray(np.broadcast_to(g[..., None] / classes, a.shape))
-        return value, _evaluate(ops, "none", False, True, gout)[1]
+        return value, _evaluate(ops, "none", False, True, gout, grad_out)[1]
     ops.count = a.size if reduction == "mean" else classes
-    return _finish(ops, "mean", return_grad, grad_output)
+    return _finish(ops, "mean", return_grad, grad_output, grad_out)
 
 
 def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, reduce=None,
@@ -1250,8 +1250,8 @@ class _CallableTriplet:
                              f"shape {shape}, got shape {d.shape}")
         return d, grads
 
-    def evaluate(self, reduction, want_value, want_grad, grad_output):
-        a, p, n = self.args
+    def evaluate(self, reduction, want_value, want_grad, grad_output, grad_out=None):
+        a, p, n = self.args  # (grad_out: the caller copies the gradients into it)
         d_ap, g_ap = self._distance(a, p, want_grad)
         d_an, g_an = self._distance(a, n, want_grad)
         dtype = self.dtype
@@ -1303,10 +1303,11 @@ def _triplet_distance_operands(anchor, positive, negative, distance_function, ma
     return _CallableTriplet(anchor, positive, negative, distance_function, margin, swap)
 
 
-def _triplet_distance_evaluate(ops, reduction, want_value, want_grad, grad_output):
+def _triplet_distance_evaluate(ops, reduction, want_value, want_grad, grad_output,
+                               grad_out=None):
     if isinstance(ops, _CallableTriplet):
         return ops.evaluate(reduction, want_value, want_grad, grad_output)
-    return _features.evaluate(ops, reduction, want_value, want_grad, grad_output)
+    return _features.evaluate(ops, reduction, want_value, want_grad, grad_output, grad_out)
 
 
 def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_function=None,

@@ -49,6 +49,9 @@ class _Loss:
 
     _sweep = staticmethod(F._evaluate)
 
+    # the forward arguments that have a gradient, in the order backward returns them
+    _grad_args = (0,)
+
     # the reductions the loss accepts, and whether 'elementwise_mean' is an alias of 'mean'
     _reductions = _v.REDUCTIONS
     _alias = True
@@ -64,27 +67,38 @@ class _Loss:
     def forward(self, *args):
         """The loss value (a NumPy scalar, or an array for reduction='none')."""
         ops = self._saved = self._operands(*args)
+        self._saved_args = args
         return self._sweep(ops, self.reduction, True, False, None)[0]
 
     __call__ = forward
 
-    def backward(self, grad_output=None):
+    def backward(self, grad_output=None, *, grad_out=None):
         """The gradient of the last forward's value w.r.t. its differentiable inputs.
 
         grad_output: the upstream gradient, a scalar for a reduced loss (default
         1.0) or an array of the loss's shape for reduction='none' (default ones).
+        grad_out: preallocated gradient buffers to write into and return instead
+        of fresh arrays (one writeable C-contiguous array of its argument's shape
+        and the gradient's dtype, or a tuple of them for losses with several
+        gradients), for callers that loop.
         """
         if self._saved is None:
             raise RuntimeError(
                 f"{type(self).__name__}.backward() called before forward(): "
                 "there is no value to differentiate"
             )
-        return self._sweep(self._saved, self.reduction, False, True, grad_output)[1]
+        outs = _v.grad_out(grad_out, self._saved_args, self._grad_args)
+        grad = self._sweep(self._saved, self.reduction, False, True, grad_output, outs)[1]
+        return _v.deliver(grad, outs)
 
-    def value_and_grad(self, *args, grad_output=None):
-        """``(value, grad)`` computed together in one sweep over the inputs."""
+    def value_and_grad(self, *args, grad_output=None, grad_out=None):
+        """``(value, grad)`` computed together in one sweep over the inputs;
+        grad_out as in :meth:`backward`."""
+        outs = _v.grad_out(grad_out, args, self._grad_args)
         ops = self._saved = self._operands(*args)
-        return self._sweep(ops, self.reduction, True, True, grad_output)
+        self._saved_args = args
+        value, grad = self._sweep(ops, self.reduction, True, True, grad_output, outs)
+        return value, _v.deliver(grad, outs)
 
     def extra_repr(self):
         return f"reduction={self.reduction!r}" if self.reduction != "mean" else ""
@@ -186,6 +200,8 @@ class GaussianNLLLoss(_Loss):
     np.float64(-0.04828679513998632)
     """
 
+    _grad_args = (0, 2)  # input, var
+
     _alias = False
 
     def __init__(self, *, full=False, eps=1e-6, reduction="mean"):
@@ -213,8 +229,9 @@ class _ClassLoss(_Loss):
         return F._class_operands(input, target, self.weight, self.ignore_index,
                                  self.label_smoothing, self._probabilities)
 
-    def _sweep(self, ops, reduction, want_value, want_grad, grad_output):
-        return F._softmax.evaluate(ops, self._kind, reduction, want_value, want_grad, grad_output)
+    def _sweep(self, ops, reduction, want_value, want_grad, grad_output, grad_out=None):
+        return F._softmax.evaluate(ops, self._kind, reduction, want_value, want_grad, grad_output,
+                                   grad_out)
 
 
 class CrossEntropyLoss(_ClassLoss):
@@ -308,8 +325,9 @@ class KLDivLoss(_Loss):
         self._kernel_reduction = F._kl_batchmean(self.reduction, ops, np.shape(input))
         return ops
 
-    def _sweep(self, ops, reduction, want_value, want_grad, grad_output):
-        return F._evaluate(ops, self._kernel_reduction, want_value, want_grad, grad_output)
+    def _sweep(self, ops, reduction, want_value, want_grad, grad_output, grad_out=None):
+        return F._evaluate(ops, self._kernel_reduction, want_value, want_grad, grad_output,
+                           grad_out)
 
 
 class MultiLabelSoftMarginLoss(_Loss):
@@ -330,8 +348,8 @@ class MultiLabelSoftMarginLoss(_Loss):
     def _operands(self, input, target):
         return F._multilabel_soft_margin_operands(input, target, self.weight)
 
-    def _sweep(self, ops, reduction, want_value, want_grad, grad_output):
-        out = F._multilabel_soft_margin_finish(ops, reduction, want_grad, grad_output)
+    def _sweep(self, ops, reduction, want_value, want_grad, grad_output, grad_out=None):
+        out = F._multilabel_soft_margin_finish(ops, reduction, want_grad, grad_output, grad_out)
         return out if want_grad else (out, None)
 
 
@@ -351,6 +369,8 @@ class MarginRankingLoss(_Loss):
     ...                           np.array([1., -1., 1.]))
     np.float64(0.6666666666666666)
     """
+
+    _grad_args = (0, 1)
 
     def __init__(self, margin=0.0, size_average=None, reduce=None, reduction="mean"):
         super().__init__(size_average, reduce, reduction)
@@ -483,6 +503,8 @@ class CosineEmbeddingLoss(_Loss):
     np.float64(0.9900990098618194)
     """
 
+    _grad_args = (0, 1)
+
     _sweep = staticmethod(F._features.evaluate)
 
     def __init__(self, margin=0.0, size_average=None, reduce=None, reduction="mean"):
@@ -508,6 +530,8 @@ class TripletMarginLoss(_Loss):
     ...                                          np.array([[1., 1.5]]))
     np.float64(0.5000024142125624)
     """
+
+    _grad_args = (0, 1, 2)
 
     _sweep = staticmethod(F._features.evaluate)
 
@@ -539,6 +563,8 @@ class TripletMarginWithDistanceLoss(_Loss):
     >>> loss(np.array([[1., 0], [1, 1]]), np.array([[1., 1], [0, 1]]), np.array([[0., 1], [1, 0]]))
     array([0.29289322, 1.        ])
     """
+
+    _grad_args = (0, 1, 2)
 
     _alias = False
     _sweep = staticmethod(F._triplet_distance_evaluate)

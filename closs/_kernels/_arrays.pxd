@@ -21,6 +21,18 @@ cdef inline cnp.ndarray empty_like(cnp.ndarray a):
     return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), cnp.PyArray_TYPE(a), 0)
 
 
+cdef inline cnp.ndarray grad_buffer(object outs, Py_ssize_t i, cnp.ndarray a):
+    """Where a gradient like a is written: the caller's buffer outs[i] (validated
+    by closs._validation.grad_out) viewed with a's shape when it has a's size and
+    dtype, else a fresh array (then _validation.deliver copies the result)."""
+    if outs is None:
+        return empty_like(a)
+    cdef cnp.ndarray o = outs[i]
+    if cnp.PyArray_SIZE(o) != cnp.PyArray_SIZE(a) or cnp.PyArray_TYPE(o) != cnp.PyArray_TYPE(a):
+        return empty_like(a)
+    return (<object> o).reshape((<object> a).shape)  # a view: o is C-contiguous
+
+
 cdef inline object scalar_of(double value, cnp.ndarray like):
     """`value` as a NumPy scalar of like's dtype."""
     cdef float f

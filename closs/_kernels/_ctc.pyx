@@ -11,7 +11,7 @@ cimport numpy as cnp
 import numpy as np
 from libc.stdint cimport int64_t
 
-from closs._kernels._arrays cimport data_or_null, empty_like, real, scalar_of
+from closs._kernels._arrays cimport data_or_null, grad_buffer, real, scalar_of
 from closs._kernels._runtime cimport threads_for
 
 from closs import _validation as _v
@@ -167,7 +167,8 @@ cdef double ctc(real tag, Operands ops, bint mean, object loss, object grad, obj
             return ctc_sweep[double](chunk_f64, p, threads)
 
 
-def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_output):
+def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_output,
+             grad_out=None):
     """One sweep; returns (value or None, grad or None).  The value is a NumPy
     scalar for 'mean' (mean of loss_n / max(S_n, 1)) and 'sum', the per-sample
     losses for 'none'; the gradient has log_probs' shape."""
@@ -182,7 +183,7 @@ def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_
                                           (<object> x).dtype)
         if mean and N:
             gscale = gscale / N
-        grad = empty_like(x)
+        grad = grad_buffer(grad_out, 0, x)
     if want_value and not reduced:
         loss = np.empty(N, (<object> x).dtype)
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:

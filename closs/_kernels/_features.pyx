@@ -11,7 +11,7 @@ each gradient back to its argument's shape and dtype.
 cimport numpy as cnp
 import numpy as np
 
-from closs._kernels._arrays cimport data_or_null, empty_like, real, scalar_of
+from closs._kernels._arrays cimport data_or_null, grad_buffer, real, scalar_of
 from closs._kernels._runtime cimport threads_for
 
 from closs import _validation as _v
@@ -161,7 +161,8 @@ cdef object gradient_like(cnp.ndarray grad, full_shape, shapes):
     return _v.sum_to_shape(g, shape).astype(dtype, copy=False)
 
 
-def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_output):
+def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_output,
+             grad_out=None):
     """One sweep; returns (value or None, grad or None) as
     closs._kernels._pointwise.evaluate.  grad is a tuple with one gradient per
     differentiable argument: (input1, input2) or (anchor, positive, negative)."""
@@ -175,10 +176,10 @@ def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_
             gscale, gout = _v.grad_output(grad_output, reduction, ops.loss_shape, dtype)
         if mean:
             gscale = gscale / ops.rows  # inf for no rows (no gradient element to scale)
-        g1 = empty_like(x)
-        g2 = empty_like(x)
+        g1 = grad_buffer(grad_out, 0, x)
+        g2 = grad_buffer(grad_out, 1, x)
         if ops.x3 is not None:
-            g3 = empty_like(x)
+            g3 = grad_buffer(grad_out, 2, x)
     if want_value and not reduced:
         loss = np.empty(ops.loss_shape, dtype)
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:

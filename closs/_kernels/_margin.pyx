@@ -13,7 +13,7 @@ cimport numpy as cnp
 import numpy as np
 from libc.stdint cimport int64_t
 
-from closs._kernels._arrays cimport data_or_null, empty_like, real, scalar_of
+from closs._kernels._arrays cimport data_or_null, grad_buffer, real, scalar_of
 from closs._kernels._runtime cimport threads_for
 
 from closs import _validation as _v
@@ -131,7 +131,8 @@ cdef double sweep(real tag, Operands ops, object loss, object grad, object grad_
             return margin_sweep[double](chunk_f64, p, threads)
 
 
-def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_output):
+def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_output,
+             grad_out=None):
     """One sweep; returns (value or None, grad or None) as
     closs._kernels._pointwise.evaluate.  'mean' divides by the number of rows
     (each row's loss is already divided by C); an empty 'mean' is nan."""
@@ -145,7 +146,7 @@ def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_
                                           (<object> x).dtype)
         if mean:
             gscale = gscale / ops.rows  # no rows, no gradient entries: never used then
-        grad = empty_like(x)
+        grad = grad_buffer(grad_out, 0, x)
     if want_value and not reduced:
         loss = np.empty(ops.loss_shape, (<object> x).dtype)
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:

@@ -12,7 +12,7 @@ cimport numpy as cnp
 import numpy as np
 from libc.stdint cimport int64_t
 
-from closs._kernels._arrays cimport data_or_null, empty_like, real, scalar_of
+from closs._kernels._arrays cimport data_or_null, grad_buffer, real, scalar_of
 from closs._kernels._runtime cimport threads_for
 
 from closs import _validation as _v
@@ -192,7 +192,8 @@ cdef double run(real tag, Operands ops, object loss, object grad, object grad_ou
             return overlap_run[double](unit_f64, p, threads)
 
 
-def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_output):
+def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_output,
+             grad_out=None):
     """The Dice / Tversky value and/or gradient w.r.t. the input; returns
     (value or None, grad or None) as closs._kernels._pointwise.evaluate.
 
@@ -208,7 +209,7 @@ def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_
                                           (<object> x).dtype)
         if mean:
             gscale = gscale / ops.count  # inf for an empty mean; there is no entry to scale
-        grad = empty_like(x)
+        grad = grad_buffer(grad_out, 0, x)
     if want_value and not reduced:
         loss = np.empty(ops.loss_shape, (<object> x).dtype)
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:

@@ -9,7 +9,7 @@ partial sums, so it is the same for any number of threads.
 """
 cimport numpy as cnp
 
-from closs._kernels._arrays cimport data_or_null, empty_like, real, scalar_of
+from closs._kernels._arrays cimport data_or_null, empty_like, grad_buffer, real, scalar_of
 from closs._kernels._runtime cimport threads_for
 
 from closs import _validation as _v
@@ -193,7 +193,8 @@ def has_negative(cnp.ndarray a):
     return any_below_zero(<const double*> cnp.PyArray_DATA(a), cnp.PyArray_SIZE(a))
 
 
-def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_output):
+def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_output,
+             grad_out=None):
     """One sweep of the kernel; returns (value or None, grad or None).
 
     reduction: 'none', 'mean' or 'sum' (validated).  The value is a NumPy
@@ -213,11 +214,11 @@ def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_
                                            (<object> a).dtype)
         if mean:
             gscale = gscale / ops.count  # inf/nan for an empty mean, as torch
-        grad_a = empty_like(a)
+        grad_a = grad_buffer(grad_out, 0, a)
         if ops.kind == PW_GAUSSIAN:  # the one loss whose third operand is differentiated
-            grad_c = empty_like(a)
+            grad_c = grad_buffer(grad_out, 1, a)
         elif ops.kind == PW_MARGIN_RANKING:  # the one loss whose b is differentiated
-            grad_b = empty_like(a)
+            grad_b = grad_buffer(grad_out, 1, a)
     if want_value and not reduced:
         loss = empty_like(a)
     if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:

@@ -10,7 +10,7 @@ cimport numpy as cnp
 import numpy as np
 from libc.stdint cimport int64_t
 
-from closs._kernels._arrays cimport data_or_null, empty_like, real, scalar_of
+from closs._kernels._arrays cimport data_or_null, grad_buffer, real, scalar_of
 from closs._kernels._runtime cimport threads_for
 
 from closs import _validation as _v
@@ -160,7 +160,7 @@ cdef double sweep(real tag, bint ce, Operands ops, object loss, object grad, obj
 
 
 def evaluate(Operands ops, str kind, str reduction, bint want_value, bint want_grad,
-             grad_output):
+             grad_output, grad_out=None):
     """One sweep of cross-entropy (kind 'ce') or NLL (kind 'nll'); returns
     (value or None, grad or None) as closs._kernels._pointwise.evaluate."""
     cdef cnp.ndarray x = ops.x
@@ -173,7 +173,7 @@ def evaluate(Operands ops, str kind, str reduction, bint want_value, bint want_g
                                           (<object> x).dtype)
         if mean:
             gscale = gscale / ops.count  # inf for an all-ignored mean; those rows get 0
-        grad = empty_like(x)
+        grad = grad_buffer(grad_out, 0, x)
     if want_value and not reduced:
         loss = np.empty(ops.loss_shape, (<object> x).dtype)
     cdef bint ce = kind == "ce"

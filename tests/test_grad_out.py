@@ -1,0 +1,163 @@
+"""grad_out=: preallocated gradient buffers for value_and_grad and backward.
+
+Every loss class (the benchmark's cases, closs/_bench.py) writes into the
+caller's buffers and returns them, with the same bits as fresh gradients;
+the kernels write in place (no gradient-sized allocation); broadcast
+arguments go through a copy; and bad buffers are refused before anything is
+written.
+"""
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+
+import closs
+from closs import _bench
+
+from conftest import FLOATS
+
+LOSS_KEYS = list(_bench.LOSSES)
+
+
+def case(key, dtype, seed=0):
+    spec = _bench.LOSSES[key]
+    rng = np.random.default_rng([seed, LOSS_KEYS.index(key)])
+    return spec.closs_module(), spec.make_data(rng, _bench.resolve_size(spec, "tiny"), dtype)
+
+
+def as_tuple(g):
+    return g if isinstance(g, tuple) else (g,)
+
+
+def buffers_like(grads):
+    """nan-filled buffers, in the form grad_out takes (a tuple for several)."""
+    outs = tuple(np.full_like(g, np.nan) for g in grads)
+    return outs if len(outs) > 1 else outs[0]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("key", LOSS_KEYS)
+def test_every_loss_writes_its_buffers(key, dtype):
+    loss, args = case(key, dtype)
+    before = [np.array(a, copy=True) for a in args]
+    value, grad = loss.value_and_grad(*args)
+    outs = buffers_like(as_tuple(grad))
+    assert loss._grad_args == _bench.LOSSES[key].grad_args
+    for _ in range(2):  # a loop reusing its buffers
+        value2, grad2 = loss.value_and_grad(*args, grad_out=outs)
+        assert np.array_equal(value2, value, equal_nan=True)
+        for g2, o, g in zip(as_tuple(grad2), as_tuple(outs), as_tuple(grad)):
+            assert g2 is o
+            assert np.array_equal(g2, g, equal_nan=True)
+    loss(*args)
+    outs = buffers_like(as_tuple(grad))
+    back = loss.backward(grad_out=outs)
+    for b, o, g in zip(as_tuple(back), as_tuple(outs), as_tuple(grad)):
+        assert b is o
+        assert np.array_equal(b, g, equal_nan=True)
+    for a, b in zip(args, before):
+        assert np.array_equal(np.asarray(a), b, equal_nan=True)
+
+
+def peak_bytes(call):
+    tracemalloc.start()
+    try:
+        call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("loss, shapes", [
+    (closs.MSELoss(), [(200_000,), (200_000,)]),
+    (closs.CrossEntropyLoss(), [(20_000, 10), None]),
+    (closs.MultiMarginLoss(), [(2000, 100), None]),
+    (closs.DiceLoss(softmax=True), [(2, 4, 100, 250), (2, 4, 100, 250)]),
+    (closs.TripletMarginLoss(), [(2000, 100)] * 3),
+], ids=["pointwise", "softmax", "margin", "overlap", "features"])
+def test_written_in_place(loss, shapes):
+    """With grad_out, no gradient-sized array is allocated (numpy's allocations
+    are visible to tracemalloc)."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=shapes[0])
+    if shapes[1] is None:
+        args = [x, rng.integers(0, x.shape[1], x.shape[0])]
+    else:
+        args = [x] + [rng.random(s) for s in shapes[1:]]
+    grad = loss.value_and_grad(*args)[1]
+    outs = buffers_like(as_tuple(grad))
+    loss.value_and_grad(*args, grad_out=outs)  # warm up
+    fresh = peak_bytes(lambda: loss.value_and_grad(*args))
+    reused = peak_bytes(lambda: loss.value_and_grad(*args, grad_out=outs))
+    assert fresh >= x.nbytes
+    assert reused < x.nbytes / 8
+
+
+def test_broadcast_gradients_are_copied():
+    """A gradient computed over a broadcast shape is summed back, then copied in."""
+    rng = np.random.default_rng(2)
+    x, y, var = rng.normal(size=(6, 5)), rng.normal(size=(6, 5)), rng.random((6, 1)) + 0.5
+    loss = closs.GaussianNLLLoss()
+    _, (gx, gv) = loss.value_and_grad(x, y, var)
+    outs = (np.empty_like(x), np.empty_like(var))
+    _, got = loss.value_and_grad(x, y, var, grad_out=outs)
+    assert got[0] is outs[0] and got[1] is outs[1]
+    np.testing.assert_array_equal(outs[0], gx)
+    np.testing.assert_array_equal(outs[1], gv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's broadcasting warning
+        small, target = rng.normal(size=3), rng.normal(size=(4, 3))
+        mse = closs.MSELoss()
+        g = mse.value_and_grad(small, target)[1]
+        out = np.empty(3)
+        assert mse.value_and_grad(small, target, grad_out=out)[1] is out
+    np.testing.assert_array_equal(out, g)
+
+
+def test_refused_before_writing():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    mse = closs.MSELoss()
+    bad = [
+        (np.zeros((3, 4)), ValueError, "shape"),
+        (np.zeros(12), ValueError, "shape"),
+        (np.zeros((4, 3), np.int64), TypeError, "float32 or float64"),
+        ([[0.0] * 3] * 4, TypeError, "ndarray"),
+        (np.zeros((3, 4)).T, ValueError, "non-contiguous"),
+        (x, ValueError, "shares memory"),
+        (y, ValueError, "shares memory"),
+        ((np.zeros((4, 3)),), TypeError, "ndarray"),
+    ]
+    ro = np.zeros((4, 3))
+    ro.flags.writeable = False
+    bad.append((ro, ValueError, "read-only"))
+    for out, exc, words in bad:
+        with pytest.raises(exc, match=words):
+            mse.value_and_grad(x, y, grad_out=out)
+    wrong_dtype = np.full((4, 3), 7.0, np.float32)
+    with pytest.raises(ValueError, match="dtype float64"):
+        mse.value_and_grad(x, y, grad_out=wrong_dtype)
+    assert (wrong_dtype == 7.0).all()  # untouched
+    mse(x, y)
+    with pytest.raises(ValueError, match="shape"):
+        mse.backward(grad_out=np.zeros(5))
+
+
+def test_several_gradients():
+    rng = np.random.default_rng(4)
+    a, b, y = rng.normal(size=10), rng.normal(size=10), np.sign(rng.normal(size=10))
+    loss = closs.MarginRankingLoss()
+    one = np.empty(10)
+    with pytest.raises(ValueError, match="tuple of 2 arrays"):
+        loss.value_and_grad(a, b, y, grad_out=one)
+    with pytest.raises(ValueError, match="tuple of 2 arrays"):
+        loss.value_and_grad(a, b, y, grad_out=(one,))
+    with pytest.raises(ValueError, match=r"grad_out\[1\].*shares memory"):
+        loss.value_and_grad(a, b, y, grad_out=(one, one))
+    with pytest.raises(ValueError, match=r"grad_out\[1\].*shares memory"):
+        loss.value_and_grad(a, b, y, grad_out=(one, b))
+    two = (np.empty(10), np.empty(10))
+    _, got = loss.value_and_grad(a, b, y, grad_out=two)
+    assert got[0] is two[0] and got[1] is two[1]
+    np.testing.assert_array_equal(got[0], loss.value_and_grad(a, b, y)[1][0])
