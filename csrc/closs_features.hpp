@@ -82,13 +82,6 @@ inline void over_lanes(index n, const F& f) {
     for (int j = 0; i + j < n; ++j) f(j, i + j);
 }
 
-// The sum of LANES lane accumulators, as a fixed binary tree (consumes acc).
-inline double lane_sum(double* acc) {
-    for (int width = LANES / 2; width > 0; width /= 2)
-        for (int j = 0; j < width; ++j) acc[j] += acc[j + width];
-    return acc[0];
-}
-
 // Pass 2 of a row: f(x_i, y_i, gx_i, gy_i) (two operands) or
 // f(x_i, y_i, z_i, gx_i, gy_i, gz_i) (three) for each element, the operands
 // read and the gradients written through restrict pointers, so the loop
@@ -139,9 +132,9 @@ inline double cosine_embedding_row(const FeatureArgs<T>& p, index r) {
         sxx[j] += a * a;
         syy[j] += b * b;
     });
-    const double dot = lane_sum(sxy);
-    const double m1 = lane_sum(sxx) + COSINE_EMBEDDING_EPS;
-    const double m2 = lane_sum(syy) + COSINE_EMBEDDING_EPS;
+    const double dot = lanes_total(sxy);
+    const double m1 = lanes_total(sxx) + COSINE_EMBEDDING_EPS;
+    const double m2 = lanes_total(syy) + COSINE_EMBEDDING_EPS;
     // The product in T, as torch: a float32 product of huge norms overflows to
     // inf there (cos = 0, gradient 0), and here too.
     const double den = std::sqrt(double(T(m1) * T(m2)));
@@ -213,7 +206,7 @@ struct NormTwo {  // p = 2: sqrt(sum u^2); u / d, 0 where d = 0
     static double add(double acc, T u, double) {
         return acc + double(u) * double(u);
     }
-    static double combine(double* lanes) { return lane_sum(lanes); }
+    static double combine(double* lanes) { return lanes_total(lanes); }
     static double norm(double s, double) { return std::sqrt(s); }
     static double factor(double d, double c, double) { return c * (d == 0.0 ? 0.0 : 1.0 / d); }
     template <class T>
@@ -229,7 +222,7 @@ struct NormOne {  // p = 1: sum |u|; sign(u) (sign(0) = sign(nan) = 0)
     static double add(double acc, T u, double) {
         return acc + double(std::abs(u));
     }
-    static double combine(double* lanes) { return lane_sum(lanes); }
+    static double combine(double* lanes) { return lanes_total(lanes); }
     static double norm(double s, double) { return s; }
     static double factor(double, double c, double) { return c; }
     template <class T>
@@ -245,7 +238,7 @@ struct NormZero {  // p = 0: the number of nonzero entries; torch gives no gradi
     static double add(double acc, T u, double) {
         return acc + double(u != T(0));
     }
-    static double combine(double* lanes) { return lane_sum(lanes); }
+    static double combine(double* lanes) { return lanes_total(lanes); }
     static double norm(double s, double) { return s; }
     static double factor(double, double, double) { return 0.0; }
     template <class T>
@@ -296,7 +289,7 @@ struct NormGeneral {
     static double add(double acc, T u, double p) {
         return acc + power(double(std::abs(u)), p);
     }
-    static double combine(double* lanes) { return lane_sum(lanes); }
+    static double combine(double* lanes) { return lanes_total(lanes); }
     static double norm(double s, double p) { return power(s, 1.0 / p); }
     static double factor(double d, double c, double p) {
         return c * (d == 0.0 ? 0.0 : power(d, 1.0 - p));
@@ -388,11 +381,11 @@ inline double triplet_cosine_row(const FeatureArgs<T>& p, index r) {
         if constexpr (SWAP) sqn[j] += y * z;
     });
     const T eps = T(p.eps);
-    const T n_a = T(std::sqrt(lane_sum(saa))), n_q = T(std::sqrt(lane_sum(sqq)));
-    const T n_n = T(std::sqrt(lane_sum(snn)));
+    const T n_a = T(std::sqrt(lanes_total(saa))), n_q = T(std::sqrt(lanes_total(sqq)));
+    const T n_n = T(std::sqrt(lanes_total(snn)));
     auto clamp = [eps](T v) { return v < eps ? eps : v; };  // NaN stays NaN
     const double c_a = clamp(n_a), c_q = clamp(n_q), c_n = clamp(n_n);
-    const double aq = lane_sum(saq), an = lane_sum(san), qn = SWAP ? lane_sum(sqn) : 0.0;
+    const double aq = lanes_total(saq), an = lanes_total(san), qn = SWAP ? lanes_total(sqn) : 0.0;
     const double k_aq = 1.0 / (c_a * c_q), k_an = 1.0 / (c_a * c_n), k_qn = 1.0 / (c_q * c_n);
     const T d_ap = T(1) - T(aq * k_aq), d_an = T(1) - T(an * k_an);
     const T d_pn = SWAP ? T(1) - T(qn * k_qn) : T(0);
