@@ -76,54 +76,43 @@ def summarize(doc):
     out.append(table(["loss", "size", "float32", "fastest peer", "2T/1T", "x roofline",
                       "float64", "fastest peer", "2T/1T", "x roofline"], rows))
 
-    rows = []
-    for k in keys:
-        row = None
-        for dt in ("float32", "float64"):
-            for mode in ("value", "value+grad"):
-                r = index.get((k, dt, "medium", top, mode))
-                if r is None:
-                    continue
-                if row is None:
-                    row = [r["loss"], shape_of(r)]
-                name, t = fastest_peer(r)
-                c = r["times"]["closs"]["median"]
-                row.append(f"{fmt_time(c)} ({t / c:.1f}x {name})" if name else fmt_time(c))
-                if name and t <= c:
-                    misses.append(f"medium {r['loss']} {shape_of(r)} {dt} {mode}: {name} "
-                                  f"{fmt_time(t)}, closs {fmt_time(c)}")
-        if row:
-            rows.append(row)
-    out.append(f"\n**Medium, {top} threads** (closs, and the fastest peer over closs)\n")
-    out.append(table(["loss", "size", "float32 value", "float32 value+grad", "float64 value",
-                      "float64 value+grad"], rows))
+    def per_mode_rows(preset, cell):
+        """A row per loss: cell(r) for float32 / float64 x value / value+grad."""
+        rows = []
+        for k in keys:
+            cases = [index.get((k, dt, preset, top, mode)) for dt in ("float32", "float64")
+                     for mode in ("value", "value+grad")]
+            cases = [r for r in cases if r is not None]
+            if cases:
+                rows.append([cases[0]["loss"], shape_of(cases[0])] + [cell(r) for r in cases])
+        return rows
 
-    rows = []
-    for k in keys:
-        row = None
-        for dt in ("float32", "float64"):
-            for mode in ("value", "value+grad"):
-                r = index.get((k, dt, "tiny", top, mode))
-                if r is None:
-                    continue
-                if row is None:
-                    row = [r["loss"], shape_of(r)]
-                c = r["times"]["closs"]["median"]
-                np_t = r["times"].get("numpy", {}).get("median")
-                row.append(f"{fmt_time(c)}" + (f" ({np_t / c:.1f}x)" if np_t else ""))
-                pointwise = len(r["shape"]) == 1
-                limit = (2e-6 if mode == "value" else 3e-6) if pointwise else 4e-6
-                if c > limit:
-                    misses.append(f"tiny {r['loss']} {shape_of(r)} {dt} {mode}: {fmt_time(c)} "
-                                  f"(target {fmt_time(limit)})")
-                if np_t and np_t <= c:
-                    misses.append(f"tiny {r['loss']} {shape_of(r)} {dt} {mode}: NumPy "
-                                  f"{fmt_time(np_t)}, closs {fmt_time(c)}")
-        if row:
-            rows.append(row)
+    def medium_cell(r):
+        name, t = fastest_peer(r)
+        c = r["times"]["closs"]["median"]
+        if name and t <= c:
+            misses.append(f"medium {r['loss']} {shape_of(r)} {r['dtype']} {r['mode']}: {name} "
+                          f"{fmt_time(t)}, closs {fmt_time(c)}")
+        return f"{fmt_time(c)} ({t / c:.1f}x {name})" if name else fmt_time(c)
+
+    def tiny_cell(r):
+        c = r["times"]["closs"]["median"]
+        np_t = r["times"].get("numpy", {}).get("median")
+        pointwise = len(r["shape"]) == 1
+        limit = (2e-6 if r["mode"] == "value" else 3e-6) if pointwise else 4e-6
+        where = f"tiny {r['loss']} {shape_of(r)} {r['dtype']} {r['mode']}"
+        if c > limit:
+            misses.append(f"{where}: {fmt_time(c)} (target {fmt_time(limit)})")
+        if np_t and np_t <= c:
+            misses.append(f"{where}: NumPy {fmt_time(np_t)}, closs {fmt_time(c)}")
+        return fmt_time(c) + (f" ({np_t / c:.1f}x)" if np_t else "")
+
+    head = ["loss", "size", "float32 value", "float32 value+grad", "float64 value",
+            "float64 value+grad"]
+    out.append(f"\n**Medium, {top} threads** (closs, and the fastest peer over closs)\n")
+    out.append(table(head, per_mode_rows("medium", medium_cell)))
     out.append(f"\n**Tiny, {top} threads** (closs per call, and NumPy over closs)\n")
-    out.append(table(["loss", "size", "float32 value", "float32 value+grad", "float64 value",
-                      "float64 value+grad"], rows))
+    out.append(table(head, per_mode_rows("tiny", tiny_cell)))
     out.append("\n**Rows that miss a target**\n")
     out.append("\n".join(f"- {m}" for m in misses) if misses else "none")
     return "\n".join(out)
