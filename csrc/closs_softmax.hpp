@@ -391,6 +391,23 @@ double nll_range(const SoftmaxArgs<T>& p, index lo, index hi) {
     const index C = p.classes, S = p.inner;
     if (p.grad) std::fill(p.grad + lo * C * S, p.grad + hi * C * S, T(0));
     RowSum sum;
+    if (S == 1 && !p.grad) {  // (N, C) values: a branch-free gather, BLOCK rows at a time
+        for (index r0 = lo; r0 < hi; r0 += BLOCK) {
+            const index L = std::min(BLOCK, hi - r0);
+            double* losses = sum.reserve(L);
+            for (index k = 0; k < L; ++k) {
+                const std::int64_t t = p.target[r0 + k];
+                const bool keep = t != p.ignore_index;
+                const index c = keep ? index(t) : 0;  // a safe address for an ignored row
+                const double v = -double(weight_of(p, c)) * double(p.x[(r0 + k) * C + c]);
+                losses[k] = vselect(keep, v, 0.0);
+            }
+            if (p.loss)
+                for (index k = 0; k < L; ++k) p.loss[r0 + k] = T(losses[k]);
+            sum.advance(L);
+        }
+        return sum.result();
+    }
     for (index n = lo; n < hi; ++n)
         for (index j0 = 0; j0 < S; j0 += BLOCK) {
             const index L = std::min(BLOCK, S - j0);
@@ -424,6 +441,24 @@ double nll_sweep(const SoftmaxArgs<T>& p, int threads) {
                            [&](index lo, index hi) { return nll_range(p, lo, hi); });
 }
 
+// The targets t[0..n) that are not `ignore`: their count, and in *out whether
+// one is outside [0, classes).  Branch-free, compiled per instruction set
+// (64-bit compares vectorise from AVX2 on).
+inline index count_kept_targets(const std::int64_t* t, index n, std::int64_t ignore,
+                                index classes, bool* out) {
+    index outside = 0, count = 0;  // integer sums: they vectorise (a bool |= does not)
+    for (index i = 0; i < n; ++i) {
+        const index kept = t[i] != ignore;  // negative t: a huge unsigned value
+        outside += kept & index(std::uint64_t(t[i]) >= std::uint64_t(classes));
+        count += kept;
+    }
+    *out = outside != 0;
+    return count;
+}
+
+using count_kept_fn = index(const std::int64_t*, index, std::int64_t, index, bool*);
+CLOSS_MULTIVERSION(count_kept_fn, count_kept_isa, count_kept_targets)
+
 // The targets' check and the 'mean' denominator of CE and NLL: the sum of
 // weight[t] over the targets t != ignore (their count when weight is null).
 // Returns -1 with *bad set to the position of the first target outside
@@ -433,20 +468,17 @@ double target_weight_sum(const std::int64_t* t, index n, index classes, std::int
                          const T* weight, int threads, index* bad) {
     const index nchunks = chunk_count(n);
     std::vector<char> invalid(nchunks, 0);
+    count_kept_fn* count_kept = count_kept_isa_for(closs_isa_selected());
     const double total = sum_chunks(nchunks, threads, [&](index k) {
         const index lo = k * CHUNK, hi = std::min(n, lo + CHUNK);
-        bool out = false;  // a branch-free test of the whole chunk first
-        double sum = 0.0;
-        for (index i = lo; i < hi; ++i) {
-            out |= t[i] != ignore && (t[i] < 0 || t[i] >= classes);
-            sum += t[i] != ignore;
-        }
+        bool out;  // the whole chunk is tested first
+        const index count = count_kept(t + lo, hi - lo, ignore, classes, &out);
         if (out) {
             invalid[k] = 1;
             return 0.0;
         }
-        if (!weight) return sum;
-        sum = 0.0;
+        if (!weight) return double(count);
+        double sum = 0.0;
         for (index i = lo; i < hi; ++i)
             if (t[i] != ignore) sum += double(weight[t[i]]);
         return sum;
