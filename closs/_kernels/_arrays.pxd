@@ -21,6 +21,22 @@ cdef inline cnp.ndarray empty_like(cnp.ndarray a):
     return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), cnp.PyArray_TYPE(a), 0)
 
 
+cdef inline tuple upstream(object grad_output, str reduction, object loss_shape, object dtype,
+                           double count):
+    """(scale, array or None): the upstream gradient of a sweep, as
+    closs._validation.grad_output validates it, with 'mean''s 1 / count folded
+    into the scale (a C division: inf or nan for an empty mean, which then has
+    no gradient entry to scale)."""
+    cdef double scale = 1.0
+    gout = None
+    if grad_output is not None:
+        from closs import _validation
+        scale, gout = _validation.grad_output(grad_output, reduction, loss_shape, dtype)
+    if reduction == "mean":
+        scale = scale / count
+    return scale, gout
+
+
 cdef inline cnp.ndarray grad_buffer(object outs, Py_ssize_t i, cnp.ndarray a):
     """Where a gradient like a is written: the caller's buffer outs[i] (validated
     by closs._validation.grad_out) viewed with a's shape when it has a's size and

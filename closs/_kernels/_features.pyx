@@ -11,7 +11,7 @@ each gradient back to its argument's shape and dtype.
 cimport numpy as cnp
 import numpy as np
 
-from closs._kernels._arrays cimport data_or_null, grad_buffer, real, scalar_of
+from closs._kernels._arrays cimport data_or_null, grad_buffer, real, scalar_of, upstream
 from closs._kernels._runtime cimport threads_for
 
 from closs import _validation as _v
@@ -172,10 +172,7 @@ def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_
     dtype = (<object> x).dtype
     loss = g1 = g2 = g3 = gout = None
     if want_grad:
-        if grad_output is not None:
-            gscale, gout = _v.grad_output(grad_output, reduction, ops.loss_shape, dtype)
-        if mean:
-            gscale = gscale / ops.rows  # inf for no rows (no gradient element to scale)
+        gscale, gout = upstream(grad_output, reduction, ops.loss_shape, dtype, ops.rows)
         g1 = grad_buffer(grad_out, 0, x)
         g2 = grad_buffer(grad_out, 1, x)
         if ops.x3 is not None:

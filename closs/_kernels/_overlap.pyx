@@ -12,10 +12,8 @@ cimport numpy as cnp
 import numpy as np
 from libc.stdint cimport int64_t
 
-from closs._kernels._arrays cimport data_or_null, grad_buffer, real, scalar_of
+from closs._kernels._arrays cimport data_or_null, grad_buffer, real, scalar_of, upstream
 from closs._kernels._runtime cimport threads_for
-
-from closs import _validation as _v
 
 cnp.import_array()
 
@@ -204,11 +202,8 @@ def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_
     cdef double gscale = 1.0, total
     loss = grad = gout = None
     if want_grad:
-        if grad_output is not None:
-            gscale, gout = _v.grad_output(grad_output, reduction, ops.loss_shape,
-                                          (<object> x).dtype)
-        if mean:
-            gscale = gscale / ops.count  # inf for an empty mean; there is no entry to scale
+        gscale, gout = upstream(grad_output, reduction, ops.loss_shape, (<object> x).dtype,
+                                ops.count)
         grad = grad_buffer(grad_out, 0, x)
     if want_value and not reduced:
         loss = np.empty(ops.loss_shape, (<object> x).dtype)

@@ -9,7 +9,7 @@ partial sums, so it is the same for any number of threads.
 """
 cimport numpy as cnp
 
-from closs._kernels._arrays cimport data_or_null, empty_like, grad_buffer, real, scalar_of
+from closs._kernels._arrays cimport data_or_null, empty_like, grad_buffer, real, scalar_of, upstream
 from closs._kernels._runtime cimport threads_for
 
 from closs import _validation as _v
@@ -209,11 +209,8 @@ def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_
     cdef double gscale = 1.0, total
     loss = grad_a = grad_b = grad_c = gout = None
     if want_grad:
-        if grad_output is not None:
-            gscale, gout = _v.grad_output(grad_output, reduction, (<object> a).shape,
-                                           (<object> a).dtype)
-        if mean:
-            gscale = gscale / ops.count  # inf/nan for an empty mean, as torch
+        gscale, gout = upstream(grad_output, reduction, (<object> a).shape, (<object> a).dtype,
+                                ops.count)
         grad_a = grad_buffer(grad_out, 0, a)
         if ops.kind == PW_GAUSSIAN:  # the one loss whose third operand is differentiated
             grad_c = grad_buffer(grad_out, 1, a)
