@@ -170,9 +170,23 @@ inline void softmax_tile(const SoftmaxArgs<T>& p, const T* __restrict x, const T
     // is branch-free, so each one vectorises across the positions.
     T m[TILE], s[TILE], log_s[TILE];
     double scale[TILE];
-    for (index j = 0; j < L; ++j) m[j] = -std::numeric_limits<T>::infinity();
+    // An ignored position takes class 0 (with weight 0 and scale 0 below).
+    index t[TILE];
+    if (target)
+        for (index j = 0; j < L; ++j) t[j] = target[j] == p.ignore_index ? 0 : index(target[j]);
+    // The maximum, and the target's logit picked up on the way: a compare and
+    // a blend per element vectorise where a gather per position does not.
+    T x_t[TILE];
+    for (index j = 0; j < L; ++j) {
+        m[j] = -std::numeric_limits<T>::infinity();
+        x_t[j] = T(0);
+    }
     for (index c = 0; c < C; ++c)
-        for (index j = 0; j < L; ++j) m[j] = x[c * S + j] > m[j] ? x[c * S + j] : m[j];
+        for (index j = 0; j < L; ++j) {
+            const T v = x[c * S + j];
+            m[j] = v > m[j] ? v : m[j];
+            if (target) x_t[j] = t[j] == c ? v : x_t[j];
+        }
     for (index j = 0; j < L; ++j) s[j] = T(0);
     for (index c = 0; c < C; ++c)
         for (index j = 0; j < L; ++j) {
@@ -186,28 +200,31 @@ inline void softmax_tile(const SoftmaxArgs<T>& p, const T* __restrict x, const T
     else
         for (index j = 0; j < L; ++j) scale[j] = p.gscale;
     if (target) {
-        // The target's shifted logit and weight, gathered once; an ignored
-        // position takes class 0 with weight 0 and scale 0, so its loss term
-        // and gradient vanish (its gradient is nan for nan logits, as torch).
-        index t[TILE];
+        // The target's weight; an ignored position has weight 0 and scale 0,
+        // so its loss term and gradient vanish (its gradient is nan for nan
+        // logits, as torch).
         T z_t[TILE], w_t[TILE];
         double wz[TILE];
+        if (p.weight)  // a gather; the loops below are branch-free
+            for (index j = 0; j < L; ++j) w_t[j] = p.weight[t[j]];
+        else
+            for (index j = 0; j < L; ++j) w_t[j] = T(1);
         for (index j = 0; j < L; ++j) {
             const bool ignored = target[j] == p.ignore_index;
-            t[j] = ignored ? 0 : index(target[j]);
-            w_t[j] = ignored ? T(0) : weight_of(p, t[j]);
+            w_t[j] = ignored ? T(0) : w_t[j];
             scale[j] = ignored ? 0.0 : scale[j];
-            z_t[j] = x[t[j] * S + j] - m[j];
-            wz[j] = 0.0;
+            z_t[j] = x_t[j] - m[j];
         }
-        if (e != 0.0)
+        if (e != 0.0) {
+            for (index j = 0; j < L; ++j) wz[j] = 0.0;
             for (index c = 0; c < C; ++c) {
                 const double wc = double(weight_of(p, c));
                 for (index j = 0; j < L; ++j) wz[j] += wc * double(x[c * S + j] - m[j]);
             }
+        }
         for (index j = 0; j < L; ++j) {
-            const double v = index_row_loss(double(log_s[j]), double(z_t[j]), double(w_t[j]), wz[j],
-                                            e, C, p.weight_sum);
+            const double v = index_row_loss(double(log_s[j]), double(z_t[j]), double(w_t[j]),
+                                            e != 0.0 ? wz[j] : 0.0, e, C, p.weight_sum);
             losses[j] = target[j] == p.ignore_index ? 0.0 : v;  // 0 even where v is nan
         }
         if constexpr (GRAD) {
@@ -219,9 +236,9 @@ inline void softmax_tile(const SoftmaxArgs<T>& p, const T* __restrict x, const T
             }
             for (index c = 0; c < C; ++c) {
                 const T wc = weight_of(p, c);
-                for (index j = 0; j < L; ++j) g[c * S + j] = g[c * S + j] * a[j] - b[j] * wc;
+                for (index j = 0; j < L; ++j)
+                    g[c * S + j] = g[c * S + j] * a[j] - b[j] * wc - (t[j] == c ? hit[j] : T(0));
             }
-            for (index j = 0; j < L; ++j) g[t[j] * S + j] -= hit[j];
         }
     } else {
         const T keep = T(1.0 - e), spread = T(e / C);
