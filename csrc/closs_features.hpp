@@ -10,8 +10,8 @@
 //    p-norm, the norm being a small struct below) and triplet_cosine_row.
 //    Each makes two passes over its row:
 //      pass 1 reads the row's operands once and accumulates the few sums the
-//      loss needs (dot products, squared norms, p-norm terms) in double, over
-//      LANES independent lanes so the loop vectorises (as row_max/row_expsum
+//      loss needs (dot products, squared norms, p-norm terms) over LANES
+//      independent lanes so the loop vectorises (row_sums; as row_max/row_expsum
 //      in closs_softmax.hpp);  the row's loss and a handful of per-row
 //      gradient coefficients follow from those sums;
 //      pass 2 (gradient only) reads the row again, from cache for any D up to
@@ -21,9 +21,9 @@
 //    depends on the whole row's norms.  The max-norm (p = +-inf) adds a pass
 //    that counts the entries at the maximum, for torch's even split of its
 //    subgradient; it is not a hot path.
-// 3. Precision: sums in double; the distances, cosines and the hinge
-//    margin + d+ - d- are then rounded to T and combined in T as torch does,
-//    so a float32 hinge exactly at the margin is decided as in torch (the
+// 3. Precision: sums in double beyond runs of 8 terms per lane (row_sums);
+//    the distances, cosines and the hinge margin + d+ - d- are then rounded
+//    to T and combined in T as torch does, so a float32 hinge exactly at the margin is decided as in torch (the
 //    kink passes the gradient, spec 0.6); gradient coefficients are computed
 //    in double and applied in T.
 // 4. feature_range() runs the rows of one chunk and returns the pairwise sum
@@ -82,6 +82,23 @@ inline void over_lanes(index n, const F& f) {
     for (int j = 0; i + j < n; ++j) f(j, i + j);
 }
 
+// Sums over a row of n elements, vectorised: f(acc, j, i) adds element i's
+// terms to acc[k][j] (lane j = i % LANES).  The terms of RUN elements are
+// added in T first, then those partial sums in double: float32 rows keep
+// full-width float vectors in the hot loop (double lanes cost two conversions
+// and twice the registers per element), and a float partial sum holds only
+// RUN / LANES = 8 terms.
+template <class T, int K, class F>
+inline void row_sums(index n, double (&sums)[K][LANES], const F& f) {
+    constexpr index RUN = 8 * LANES;
+    for (index i0 = 0; i0 < n; i0 += RUN) {
+        T part[K][LANES] = {};
+        over_lanes(std::min(RUN, n - i0), [&](int j, index i) { f(part, j, i0 + i); });
+        for (int k = 0; k < K; ++k)
+            for (int j = 0; j < LANES; ++j) sums[k][j] += double(part[k][j]);
+    }
+}
+
 // Pass 2 of a row: f(x_i, y_i, gx_i, gy_i) (two operands) or
 // f(x_i, y_i, z_i, gx_i, gy_i, gz_i) (three) for each element, the operands
 // read and the gradients written through restrict pointers, so the loop
@@ -125,16 +142,16 @@ inline double cosine_embedding_row(const FeatureArgs<T>& p, index r) {
     const index D = p.D;
     const T* __restrict x = p.x1 + r * D;
     const T* __restrict y = p.x2 + r * D;
-    double sxy[LANES] = {}, sxx[LANES] = {}, syy[LANES] = {};
-    over_lanes(D, [&](int j, index i) {
-        const double a = x[i], b = y[i];
-        sxy[j] += a * b;
-        sxx[j] += a * a;
-        syy[j] += b * b;
+    double sums[3][LANES] = {};
+    row_sums<T>(D, sums, [&](T (&acc)[3][LANES], int j, index i) {
+        const T a = x[i], b = y[i];
+        acc[0][j] += a * b;
+        acc[1][j] += a * a;
+        acc[2][j] += b * b;
     });
-    const double dot = lanes_total(sxy);
-    const double m1 = lanes_total(sxx) + COSINE_EMBEDDING_EPS;
-    const double m2 = lanes_total(syy) + COSINE_EMBEDDING_EPS;
+    const double dot = lanes_total(sums[0]);
+    const double m1 = lanes_total(sums[1]) + COSINE_EMBEDDING_EPS;
+    const double m2 = lanes_total(sums[2]) + COSINE_EMBEDDING_EPS;
     // The product in T, as torch: a float32 product of huge norms overflows to
     // inf there (cos = 0, gradient 0), and here too.
     const double den = std::sqrt(double(T(m1) * T(m2)));
@@ -194,17 +211,19 @@ inline T triplet_hinge(const FeatureArgs<T>& p, T d_ap, T d_an, T d_pn, double s
 // norm_backward computes them.  Where torch masks (x / norm at norm = 0, the
 // entries off the max) the mask multiplies the upstream factor, as there, so a
 // NaN factor still gives NaN.  A norm struct has:
-//   START, add(acc, u, p): a lane accumulator and one element u;
+//   ADDITIVE, term(u): the norm is a function of the sum of term(u) over the
+//     row (summed by row_sums); otherwise START, add(acc, u, p) accumulate
+//     one lane and one element u;
 //   combine(lanes): the lanes' total (consumes them);  norm(total, p);
 //   factor(d, c, p): the row factor k of the derivative (c = d loss / d norm);
 //   COUNT: whether k is further divided by the number of entries at the max;
 //   deriv(u, k, d, p): c * d norm / d u for one element.
 struct NormTwo {  // p = 2: sqrt(sum u^2); u / d, 0 where d = 0
-    static constexpr double START = 0.0;
     static constexpr bool COUNT = false;
+    static constexpr bool ADDITIVE = true;
     template <class T>
-    static double add(double acc, T u, double) {
-        return acc + double(u) * double(u);
+    static T term(T u) {
+        return u * u;
     }
     static double combine(double* lanes) { return lanes_total(lanes); }
     static double norm(double s, double) { return std::sqrt(s); }
@@ -216,11 +235,11 @@ struct NormTwo {  // p = 2: sqrt(sum u^2); u / d, 0 where d = 0
 };
 
 struct NormOne {  // p = 1: sum |u|; sign(u) (sign(0) = sign(nan) = 0)
-    static constexpr double START = 0.0;
     static constexpr bool COUNT = false;
+    static constexpr bool ADDITIVE = true;
     template <class T>
-    static double add(double acc, T u, double) {
-        return acc + double(std::abs(u));
+    static T term(T u) {
+        return std::abs(u);
     }
     static double combine(double* lanes) { return lanes_total(lanes); }
     static double norm(double s, double) { return s; }
@@ -232,11 +251,11 @@ struct NormOne {  // p = 1: sum |u|; sign(u) (sign(0) = sign(nan) = 0)
 };
 
 struct NormZero {  // p = 0: the number of nonzero entries; torch gives no gradient (0)
-    static constexpr double START = 0.0;
     static constexpr bool COUNT = false;
+    static constexpr bool ADDITIVE = true;
     template <class T>
-    static double add(double acc, T u, double) {
-        return acc + double(u != T(0));
+    static T term(T u) {
+        return T(u != T(0));
     }
     static double combine(double* lanes) { return lanes_total(lanes); }
     static double norm(double s, double) { return s; }
@@ -252,6 +271,7 @@ struct NormZero {  // p = 0: the number of nonzero entries; torch gives no gradi
 template <bool MIN>
 struct NormMax {
     static constexpr double START = MIN ? std::numeric_limits<double>::infinity() : 0.0;
+    static constexpr bool ADDITIVE = false;
     static constexpr bool COUNT = true;
     static double pick(double acc, double a) {
         return (MIN ? a < acc : a > acc) || a != a ? a : acc;
@@ -283,6 +303,7 @@ struct NormMax {
 // there) and where d = 0.
 struct NormGeneral {
     static constexpr double START = 0.0;
+    static constexpr bool ADDITIVE = false;
     static constexpr bool COUNT = false;
     static double power(double a, double e) { return vexp(e * vlog(a)); }  // a >= 0; 0^e>0 = 0
     template <class T>
@@ -320,16 +341,25 @@ inline double triplet_norm_row(const FeatureArgs<T>& p, index r) {
     const T* __restrict n = p.x3 + r * D;
     const T eps = T(p.eps);
     const double order = p.p;
-    double su[LANES], sv[LANES], sw[LANES];
-    for (int j = 0; j < LANES; ++j) su[j] = sv[j] = sw[j] = N::START;
-    over_lanes(D, [&](int j, index i) {
-        su[j] = N::add(su[j], T(a[i] - q[i] + eps), order);
-        sv[j] = N::add(sv[j], T(a[i] - n[i] + eps), order);
-        if constexpr (SWAP) sw[j] = N::add(sw[j], T(q[i] - n[i] + eps), order);
-    });
-    const T d_ap = T(N::norm(N::combine(su), order));
-    const T d_an = T(N::norm(N::combine(sv), order));
-    const T d_pn = SWAP ? T(N::norm(N::combine(sw), order)) : T(0);
+    double sums[3][LANES];  // over u, v, w
+    if constexpr (N::ADDITIVE) {
+        for (int j = 0; j < LANES; ++j) sums[0][j] = sums[1][j] = sums[2][j] = 0.0;
+        row_sums<T>(D, sums, [&](T (&acc)[3][LANES], int j, index i) {
+            acc[0][j] += N::term(T(a[i] - q[i] + eps));
+            acc[1][j] += N::term(T(a[i] - n[i] + eps));
+            if constexpr (SWAP) acc[2][j] += N::term(T(q[i] - n[i] + eps));
+        });
+    } else {
+        for (int j = 0; j < LANES; ++j) sums[0][j] = sums[1][j] = sums[2][j] = N::START;
+        over_lanes(D, [&](int j, index i) {
+            sums[0][j] = N::add(sums[0][j], T(a[i] - q[i] + eps), order);
+            sums[1][j] = N::add(sums[1][j], T(a[i] - n[i] + eps), order);
+            if constexpr (SWAP) sums[2][j] = N::add(sums[2][j], T(q[i] - n[i] + eps), order);
+        });
+    }
+    const T d_ap = T(N::norm(N::combine(sums[0]), order));
+    const T d_an = T(N::norm(N::combine(sums[1]), order));
+    const T d_pn = SWAP ? T(N::norm(N::combine(sums[2]), order)) : T(0);
     double c_ap, c_an, c_pn;
     const T loss = triplet_hinge<T, SWAP>(p, d_ap, d_an, d_pn, GRAD ? row_scale(p, r) : 0.0,
                                            c_ap, c_an, c_pn);
@@ -369,23 +399,23 @@ inline double triplet_cosine_row(const FeatureArgs<T>& p, index r) {
     const T* __restrict a = p.x1 + r * D;
     const T* __restrict q = p.x2 + r * D;
     const T* __restrict n = p.x3 + r * D;
-    double saa[LANES] = {}, sqq[LANES] = {}, snn[LANES] = {};
-    double saq[LANES] = {}, san[LANES] = {}, sqn[LANES] = {};
-    over_lanes(D, [&](int j, index i) {
-        const double x = a[i], y = q[i], z = n[i];
-        saa[j] += x * x;
-        sqq[j] += y * y;
-        snn[j] += z * z;
-        saq[j] += x * y;
-        san[j] += x * z;
-        if constexpr (SWAP) sqn[j] += y * z;
+    double sums[6][LANES] = {};
+    row_sums<T>(D, sums, [&](T (&acc)[6][LANES], int j, index i) {
+        const T x = a[i], y = q[i], z = n[i];
+        acc[0][j] += x * x;
+        acc[1][j] += y * y;
+        acc[2][j] += z * z;
+        acc[3][j] += x * y;
+        acc[4][j] += x * z;
+        if constexpr (SWAP) acc[5][j] += y * z;
     });
     const T eps = T(p.eps);
-    const T n_a = T(std::sqrt(lanes_total(saa))), n_q = T(std::sqrt(lanes_total(sqq)));
-    const T n_n = T(std::sqrt(lanes_total(snn)));
+    const T n_a = T(std::sqrt(lanes_total(sums[0]))), n_q = T(std::sqrt(lanes_total(sums[1])));
+    const T n_n = T(std::sqrt(lanes_total(sums[2])));
     auto clamp = [eps](T v) { return v < eps ? eps : v; };  // NaN stays NaN
     const double c_a = clamp(n_a), c_q = clamp(n_q), c_n = clamp(n_n);
-    const double aq = lanes_total(saq), an = lanes_total(san), qn = SWAP ? lanes_total(sqn) : 0.0;
+    const double aq = lanes_total(sums[3]), an = lanes_total(sums[4]);
+    const double qn = SWAP ? lanes_total(sums[5]) : 0.0;
     const double k_aq = 1.0 / (c_a * c_q), k_an = 1.0 / (c_a * c_n), k_qn = 1.0 / (c_q * c_n);
     const T d_ap = T(1) - T(aq * k_aq), d_an = T(1) - T(an * k_an);
     const T d_pn = SWAP ? T(1) - T(qn * k_qn) : T(0);
