@@ -164,7 +164,6 @@ inline void overlap_sums(const OverlapArgs<T>& p, index b, index k, index s0, in
                          const Target& target_of_tile, T* pbuf, double* acc) {
     const index C = p.classes, S = p.spatial, first = p.first, scored = C - first;
     const T* x = p.x + b * C * S;
-    std::fill(acc, acc + 3 * scored * LANES, 0.0);
     for (index s = s0; s < s1; s += OV_TILE) {
         const index L = std::min(OV_TILE, s1 - s);
         if constexpr (ACT != OV_NONE)
@@ -193,11 +192,18 @@ inline void overlap_sums(const OverlapArgs<T>& p, index b, index k, index s0, in
                 for (int l = 0; l < LANES; ++l) add(l, pt[l], gt[l]);
             }
             double* slot = acc + 3 * (c - first) * LANES;
-            for (int l = 0; l < LANES; ++l) {
-                slot[l] += double(tI[l]);
-                slot[LANES + l] += double(tP[l]);
-                slot[2 * LANES + l] += double(tG[l]);
-            }
+            if (s == s0)  // the first tile sets the slots
+                for (int l = 0; l < LANES; ++l) {
+                    slot[l] = double(tI[l]);
+                    slot[LANES + l] = double(tP[l]);
+                    slot[2 * LANES + l] = double(tG[l]);
+                }
+            else
+                for (int l = 0; l < LANES; ++l) {
+                    slot[l] += double(tI[l]);
+                    slot[LANES + l] += double(tP[l]);
+                    slot[2 * LANES + l] += double(tG[l]);
+                }
         }
     }
     for (index q = 0; q < 3; ++q)
