@@ -19,6 +19,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
+#include <vector>
 
 #include "closs_isa.hpp"
 #include "closs_math.hpp"
@@ -460,6 +462,64 @@ double pointwise_sweep(double (*chunk)(const PointwiseArgs<T>&, index, index),
     return sum_chunks(chunk_count(p.n), threads, [&](index k) {
         return chunk(p, k * CHUNK, std::min(p.n, (k + 1) * CHUNK));
     });
+}
+
+// ---------------------------------------------------------------------------
+// Input checks, run before a sweep (nothing is written when they fail).
+// ---------------------------------------------------------------------------
+
+// How many of x[0..n) are outside [0, 1] (NaN included) with LOW_ONLY false,
+// or below 0 with LOW_ONLY true.  Integer counts, so the loop vectorises.
+template <class T, bool LOW_ONLY>
+inline index count_outside(const T* x, index n) {
+    index outside = 0;
+    for (index i = 0; i < n; ++i)
+        outside += LOW_ONLY ? index(x[i] < T(0)) : index(!(x[i] >= T(0) && x[i] <= T(1)));
+    return outside;
+}
+
+using count_outside_f32_fn = index(const float*, index);
+using count_outside_f64_fn = index(const double*, index);
+CLOSS_MULTIVERSION(count_outside_f32_fn, outside_unit_f32, (count_outside<float, false>))
+CLOSS_MULTIVERSION(count_outside_f64_fn, outside_unit_f64, (count_outside<double, false>))
+CLOSS_MULTIVERSION(count_outside_f32_fn, below_zero_f32, (count_outside<float, true>))
+CLOSS_MULTIVERSION(count_outside_f64_fn, below_zero_f64, (count_outside<double, true>))
+
+// The index of the first of x[0..n) outside [0, 1] (or below 0 with
+// LOW_ONLY), or -1: chunks of CHUNK entries counted on `threads` threads, then
+// the first chunk with an entry outside searched.
+template <class T, bool LOW_ONLY>
+index first_outside(const T* x, index n, int threads) {
+    using fn = index(const T*, index);
+    fn* count;
+    if constexpr (std::is_same<T, float>::value)
+        count = LOW_ONLY ? below_zero_f32_for(closs_isa_selected())
+                         : outside_unit_f32_for(closs_isa_selected());
+    else
+        count = LOW_ONLY ? below_zero_f64_for(closs_isa_selected())
+                         : outside_unit_f64_for(closs_isa_selected());
+    const index nchunks = chunk_count(n);
+    std::vector<char> any(nchunks, 0);
+    const double outside = sum_chunks(nchunks, threads, [&](index k) {
+        const index lo = k * CHUNK, m = std::min(CHUNK, n - lo);
+        any[k] = count(x + lo, m) != 0;
+        return double(any[k]);
+    });
+    if (outside == 0.0) return -1;
+    for (index k = 0;; ++k)
+        if (any[k])
+            for (index i = k * CHUNK;; ++i)
+                if (count_outside<T, LOW_ONLY>(x + i, 1)) return i;
+}
+
+template <class T>
+index first_outside_unit(const T* x, index n, int threads) {
+    return first_outside<T, false>(x, n, threads);
+}
+
+template <class T>
+index first_negative(const T* x, index n, int threads) {
+    return first_outside<T, true>(x, n, threads);
 }
 
 }  // namespace closs

@@ -48,6 +48,9 @@ cdef extern from "closs_pointwise.hpp" namespace "closs":
     double pointwise_sweep[T](double (*chunk)(const PointwiseArgs[T]&, index, index) noexcept nogil,
                               const PointwiseArgs[T]& p, int threads) except + nogil
 
+    index first_outside_unit[T](const T* x, index n, int threads) except + nogil
+    index first_negative[T](const T* x, index n, int threads) except + nogil
+
 cdef extern from "closs_isa.hpp":
     int closs_isa_selected()
 
@@ -158,39 +161,33 @@ def same_layout(a, b):
     return True
 
 
-cdef bint any_below_zero(const real* x, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(n):
-        if x[i] < 0:
-            return True
-    return False
-
-
-cdef Py_ssize_t first_outside_unit(const real* x, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i, inside = 0
-    for i in range(n):  # branch-free, so it vectorises; NaN is outside too
-        inside += (x[i] >= 0) & (x[i] <= 1)
-    if inside == n:
-        return -1
-    for i in range(n):
-        if not (x[i] >= 0 and x[i] <= 1):
-            return i
-    return -1
-
-
 def first_outside_unit_interval(cnp.ndarray a):
     """The flat index of the first entry of the C-contiguous float32/float64
     array a outside [0, 1] (or NaN), or -1."""
-    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
-        return first_outside_unit(<const float*> cnp.PyArray_DATA(a), cnp.PyArray_SIZE(a))
-    return first_outside_unit(<const double*> cnp.PyArray_DATA(a), cnp.PyArray_SIZE(a))
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(a), bad
+    cdef void* x = cnp.PyArray_DATA(a)
+    cdef int threads = threads_for(n, GRAIN)
+    cdef bint single = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
+    with nogil:
+        if single:
+            bad = first_outside_unit[float](<const float*> x, n, threads)
+        else:
+            bad = first_outside_unit[double](<const double*> x, n, threads)
+    return bad
 
 
 def has_negative(cnp.ndarray a):
     """True when the C-contiguous float32/float64 array a has an entry < 0."""
-    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
-        return any_below_zero(<const float*> cnp.PyArray_DATA(a), cnp.PyArray_SIZE(a))
-    return any_below_zero(<const double*> cnp.PyArray_DATA(a), cnp.PyArray_SIZE(a))
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(a), bad
+    cdef void* x = cnp.PyArray_DATA(a)
+    cdef int threads = threads_for(n, GRAIN)
+    cdef bint single = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
+    with nogil:
+        if single:
+            bad = first_negative[float](<const float*> x, n, threads)
+        else:
+            bad = first_negative[double](<const double*> x, n, threads)
+    return bad >= 0
 
 
 def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_output,
