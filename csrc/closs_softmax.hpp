@@ -48,6 +48,7 @@ struct SoftmaxArgs {
     T* grad;                      // like x, or null
     const T* grad_output;         // (outer, inner) upstream gradient, or null: gscale
     double gscale;                // scalar upstream gradient times the reduction's scale
+    bool grad_zeroed = false;     // NLL: grad holds zeros already (fresh calloc'd pages)
 };
 
 template <class T>
@@ -401,12 +402,13 @@ double softmax_sweep(double (*chunk)(const SoftmaxArgs<T>&, index, index),
 
 // NLL over the same (outer, classes, inner) view: loss = -w_t x[t] per
 // position (0 where ignored); the gradient is -scale w_t at the target and 0
-// elsewhere.  Batch entries [lo, hi): their gradient block is zeroed, then the
-// targets written.  A gather, so no instruction-set variants.
+// elsewhere.  Batch entries [lo, hi): their gradient block is zeroed (unless
+// it is known to be zero), then the targets written.  A gather, so no
+// instruction-set variants.
 template <class T>
 double nll_range(const SoftmaxArgs<T>& p, index lo, index hi) {
     const index C = p.classes, S = p.inner;
-    if (p.grad) std::fill(p.grad + lo * C * S, p.grad + hi * C * S, T(0));
+    if (p.grad && !p.grad_zeroed) std::fill(p.grad + lo * C * S, p.grad + hi * C * S, T(0));
     RowSum sum;
     if (S == 1 && !p.grad) {  // (N, C) values: a branch-free gather, BLOCK rows at a time
         for (index r0 = lo; r0 < hi; r0 += BLOCK) {

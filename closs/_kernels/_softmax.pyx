@@ -30,6 +30,7 @@ cdef extern from "closs_softmax.hpp" namespace "closs":
         T* grad
         const T* grad_output
         double gscale
+        bint grad_zeroed
 
 ctypedef double chunk_f32_t(const SoftmaxArgs[float]&, index, index) noexcept nogil
 ctypedef double chunk_f64_t(const SoftmaxArgs[double]&, index, index) noexcept nogil
@@ -129,8 +130,8 @@ cdef class Operands:
         self.count = count
 
 
-cdef double sweep(real tag, bint ce, Operands ops, object loss, object grad, object grad_output,
-                  double gscale) except? -1.0:
+cdef double sweep(real tag, bint ce, Operands ops, object loss, object grad, bint grad_zeroed,
+                  object grad_output, double gscale) except? -1.0:
     """One sweep of cross-entropy (ce) or NLL; returns the sum of the row losses."""
     cdef SoftmaxArgs[real] p
     p.outer = ops.outer
@@ -149,6 +150,7 @@ cdef double sweep(real tag, bint ce, Operands ops, object loss, object grad, obj
     p.grad = data_or_null(grad, tag)
     p.grad_output = data_or_null(grad_output, tag)
     p.gscale = gscale
+    p.grad_zeroed = grad_zeroed
     cdef int threads = threads_for(cnp.PyArray_SIZE(ops.x), GRAIN)
     with nogil:
         if real is float:
@@ -164,19 +166,23 @@ def evaluate(Operands ops, str kind, str reduction, bint want_value, bint want_g
     cdef cnp.ndarray x = ops.x
     cdef bint reduced = reduction != "none", mean = reduction == "mean"
     cdef double gscale = 1.0, total
+    cdef bint ce = kind == "ce", zeroed = False
     loss = grad = gout = None
     if want_grad:
         # an all-ignored mean: an infinite scale, but those rows get 0
         gscale, gout = upstream(grad_output, reduction, ops.loss_shape, (<object> x).dtype,
                                 ops.count)
-        grad = grad_buffer(grad_out, 0, x)
+        # NLL's gradient is zero but at the targets: fresh zeroed memory (calloc:
+        # the pages come zeroed from the system) saves the kernel a pass of zeros
+        zeroed = not ce and grad_out is None
+        grad = (cnp.PyArray_ZEROS(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
+                if zeroed else grad_buffer(grad_out, 0, x))
     if want_value and not reduced:
         loss = np.empty(ops.loss_shape, (<object> x).dtype)
-    cdef bint ce = kind == "ce"
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
-        total = sweep(<float> 0, ce, ops, loss, grad, gout, gscale)
+        total = sweep(<float> 0, ce, ops, loss, grad, zeroed, gout, gscale)
     else:
-        total = sweep(<double> 0, ce, ops, loss, grad, gout, gscale)
+        total = sweep(<double> 0, ce, ops, loss, grad, zeroed, gout, gscale)
     value = None
     if want_value:
         value = scalar_of(total / ops.count if mean else total, x) if reduced else loss
