@@ -555,13 +555,15 @@ _KL_MEAN_WARNING = (
 
 
 def _kl_operands(input, target, log_target):
-    log_target = _v.flag(log_target, "log_target")
+    kind = _pw.KL_LOG if _v.flag(log_target, "log_target") else _pw.KL
+    if _same_layout(input, target):  # the common case, kept fast
+        return _Operands(kind, input, target)
     a = _v.float_array(input, "input")
     b = _v.operand(target, "target", a.dtype)
     shape = _silent_broadcast(a, [("target", b)])
     a_shape = a.shape
     a, b = _broadcast_operands((a, b), shape)
-    return _Operands(_pw.KL_LOG if log_target else _pw.KL, a, b, a_shape=a_shape)
+    return _Operands(kind, a, b, a_shape=a_shape)
 
 
 def _kl_reduction(reduction, size_average=None, reduce=None):

@@ -319,7 +319,7 @@ class KLDivLoss(_Loss):
         self.log_target = _v.flag(log_target, "log_target")
 
     def _operands(self, input, target):
-        if self._warn_mean:
+        if self._warn_mean and self.reduction == "mean":
             F._kl_reduction(self.reduction)  # torch warns for 'mean' at every forward
         ops = F._kl_operands(input, target, self.log_target)
         self._kernel_reduction = F._kl_batchmean(self.reduction, ops, np.shape(input))
