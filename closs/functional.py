@@ -611,6 +611,8 @@ class _NoClassDimError(ValueError, IndexError):
 
 
 def _multilabel_soft_margin_operands(input, target, weight):
+    if weight is None and _same_layout(input, target) and input.ndim:  # the common case, kept fast
+        return _Operands(_pw.SOFT_MARGIN_ML, input, target)
     a = _v.float_array(input, "input")
     if a.ndim == 0:
         raise _NoClassDimError("input: expected at least 1 dimension (the classes), "
