@@ -23,14 +23,14 @@
 //    subgradient; it is not a hot path.
 // 3. Precision: sums in double beyond runs of 8 terms per lane (row_sums);
 //    the distances, cosines and the hinge margin + d+ - d- are then rounded
-//    to T and combined in T as torch does, so a float32 hinge exactly at the margin is decided as in torch (the
-//    kink passes the gradient, spec 0.6); gradient coefficients are computed
-//    in double and applied in T.
+//    to T and combined in T as torch does, so a float32 hinge exactly at the
+//    margin is decided as in torch (the kink passes the gradient, spec 0.6);
+//    gradient coefficients are computed in double and applied in T.
 // 4. feature_range() runs the rows of one chunk and returns the pairwise sum
 //    of their losses; feature_sweep() splits the rows into chunks of about
-//    16 Ki elements (a split that depends only on the shape) spread over
-//    threads by sum_chunks (closs_sum.hpp), so sums are bit-identical for any
-//    thread count.
+//    ROW_CHUNK_ELEMENTS elements (a split that depends only on the shape)
+//    spread over threads by sum_chunks (closs_sum.hpp), so sums are
+//    bit-identical for any thread count.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -456,10 +456,8 @@ inline double triplet_cosine_row(const FeatureArgs<T>& p, index r) {
 // ---------------------------------------------------------------------------
 
 // At most this many rows per chunk: their losses fit BLOCKS_PER_CHUNK blocks.
-constexpr index FEATURE_CHUNK_ELEMENTS = 16384;
-
 inline index feature_rows_per_chunk(index D) {
-    const index rows = FEATURE_CHUNK_ELEMENTS / std::max<index>(D, 1);
+    const index rows = ROW_CHUNK_ELEMENTS / std::max<index>(D, 1);
     return std::max<index>(1, std::min<index>(CHUNK, rows));
 }
 
@@ -522,7 +520,7 @@ using feature_f64_fn = double(const FeatureArgs<double>&, index, index);
 CLOSS_MULTIVERSION(feature_f32_fn, feature_f32, feature_chunk<float>)
 CLOSS_MULTIVERSION(feature_f64_fn, feature_f64, feature_chunk<double>)
 
-// The whole sweep: rows in chunks of about FEATURE_CHUNK_ELEMENTS elements,
+// The whole sweep: rows in chunks of about ROW_CHUNK_ELEMENTS elements,
 // spread over `threads` threads.
 template <class T>
 double feature_sweep(double (*chunk)(const FeatureArgs<T>&, index, index), const FeatureArgs<T>& p,

@@ -25,7 +25,7 @@
 // blocks of BLOCK classes, then in double (vectorised for float32 too, and
 // accurate for rows of any length).
 //
-// Rows are processed in chunks of about MARGIN_CHUNK elements; each chunk
+// Rows are processed in chunks of about ROW_CHUNK_ELEMENTS elements; each chunk
 // returns the pairwise sum of its rows' losses and closs_sum.hpp combines the
 // chunks in index order, so the reduction does not depend on the thread count.
 #pragma once
@@ -180,18 +180,17 @@ inline double multilabel_row(const MarginArgs<T>& p, index r, MultilabelScratch<
     return multilabel_pairs<GRAD>(p, r, targets, n, shut, s.wide.data());
 }
 
-constexpr index MARGIN_CHUNK = 16384;  // input elements per chunk (at least one row)
 
 inline index margin_rows_per_chunk(index classes) {
-    return std::max<index>(1, MARGIN_CHUNK / std::max<index>(1, classes));
+    return std::max<index>(1, ROW_CHUNK_ELEMENTS / std::max<index>(1, classes));
 }
 
-// Rows [lo, hi) (at most MARGIN_CHUNK of them): writes each row's loss when
+// Rows [lo, hi) (at most ROW_CHUNK_ELEMENTS of them): writes each row's loss when
 // p.loss is set and returns their pairwise sum (over blocks of BLOCK rows).
 template <class T, class Row>
 inline double margin_rows(const MarginArgs<T>& p, index lo, index hi, const Row& row) {
     double rows[BLOCK];
-    double blocks[(MARGIN_CHUNK + BLOCK - 1) / BLOCK];
+    double blocks[(ROW_CHUNK_ELEMENTS + BLOCK - 1) / BLOCK];
     index filled = 0, nblocks = 0;
     for (index r = lo; r < hi; ++r) {
         const double v = row(r);

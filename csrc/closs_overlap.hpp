@@ -343,10 +343,10 @@ double overlap_run(double (*unit)(const OverlapArgs<T>&, index), const OverlapAr
                    int threads) {
     OverlapArgs<T> p = args;
     const index C = p.classes;
-    // Units of about 16 Ki input elements (pieces of a whole number of tiles,
-    // or groups of small entries): the shape alone fixes them, never the
-    // thread count.
-    const index unit_elements = 16384;
+    // Units of about ROW_CHUNK_ELEMENTS input elements (pieces of a whole
+    // number of tiles, or groups of small entries): the shape alone fixes
+    // them, never the thread count.
+    const index unit_elements = ROW_CHUNK_ELEMENTS;
     p.chunk = std::max<index>(1, unit_elements / std::max<index>(1, C) / OV_TILE) * OV_TILE;
     p.chunks = (p.spatial + p.chunk - 1) / p.chunk;
     p.group = p.chunks > 1 ? 1 : std::max<index>(1, unit_elements / std::max<index>(1, C * p.spatial));

@@ -388,14 +388,14 @@ using softmax_f64_fn = double(const SoftmaxArgs<double>&, index, index);
 CLOSS_MULTIVERSION_ISA(softmax_f32_fn, softmax_f32, softmax_chunk, float)
 CLOSS_MULTIVERSION_ISA(softmax_f64_fn, softmax_f64, softmax_chunk, double)
 
-// The whole sweep: units grouped into chunks of about 16 Ki input elements,
-// spread over `threads` threads.
+// The whole sweep: units grouped into chunks of about ROW_CHUNK_ELEMENTS
+// input elements, spread over `threads` threads.
 template <class T>
 double softmax_sweep(double (*chunk)(const SoftmaxArgs<T>&, index, index),
                      const SoftmaxArgs<T>& p, int threads) {
     const index units = softmax_units(p);
     const index unit_size = std::max<index>(1, p.classes * (layout_of(p) == ROWS ? 1 : TILE));
-    const index per_chunk = std::max<index>(1, 16384 / unit_size);
+    const index per_chunk = std::max<index>(1, ROW_CHUNK_ELEMENTS / unit_size);
     return sum_unit_chunks(units, per_chunk, threads,
                            [&](index lo, index hi) { return chunk(p, lo, hi); });
 }
@@ -451,11 +451,12 @@ double nll_range(const SoftmaxArgs<T>& p, index lo, index hi) {
     return sum.result();
 }
 
-// The whole NLL sweep: batch entries grouped into chunks of about 16 Ki
-// input elements, spread over `threads` threads.
+// The whole NLL sweep: batch entries grouped into chunks of about
+// ROW_CHUNK_ELEMENTS input elements, spread over `threads` threads.
 template <class T>
 double nll_sweep(const SoftmaxArgs<T>& p, int threads) {
-    const index per_chunk = std::max<index>(1, 16384 / std::max<index>(1, p.classes * p.inner));
+    const index row_elements = std::max<index>(1, p.classes * p.inner);
+    const index per_chunk = std::max<index>(1, ROW_CHUNK_ELEMENTS / row_elements);
     return sum_unit_chunks(p.outer, per_chunk, threads,
                            [&](index lo, index hi) { return nll_range(p, lo, hi); });
 }

@@ -25,6 +25,12 @@ constexpr index CHUNK = BLOCK * BLOCKS_PER_CHUNK;
 
 inline index chunk_count(index n) { return (n + CHUNK - 1) / CHUNK; }
 
+// Input elements per parallel chunk of the row-wise kernels (whole rows,
+// tiles or batch entries per chunk): small enough that a medium input splits
+// evenly over two threads (1e5 elements: 13 chunks, not 7), large enough that
+// a chunk's scheduling is noise.
+constexpr index ROW_CHUNK_ELEMENTS = 8192;
+
 // Pairwise sum of v[0..n) in index order (sequential below 8 terms).
 inline double pairwise_sum(const double* v, index n) {
     if (n <= 8) {
