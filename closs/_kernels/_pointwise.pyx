@@ -161,33 +161,32 @@ def same_layout(a, b):
     return True
 
 
-def first_outside_unit_interval(cnp.ndarray a):
+cdef Py_ssize_t first_outside(cnp.ndarray a, bint below_zero_only):
     """The flat index of the first entry of the C-contiguous float32/float64
-    array a outside [0, 1] (or NaN), or -1."""
+    array a outside [0, 1] (or NaN), or below 0 with below_zero_only; or -1."""
     cdef Py_ssize_t n = cnp.PyArray_SIZE(a), bad
     cdef void* x = cnp.PyArray_DATA(a)
     cdef int threads = threads_for(n, GRAIN)
     cdef bint single = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
     with nogil:
-        if single:
-            bad = first_outside_unit[float](<const float*> x, n, threads)
+        if below_zero_only:
+            bad = (first_negative[float](<const float*> x, n, threads) if single
+                   else first_negative[double](<const double*> x, n, threads))
         else:
-            bad = first_outside_unit[double](<const double*> x, n, threads)
+            bad = (first_outside_unit[float](<const float*> x, n, threads) if single
+                   else first_outside_unit[double](<const double*> x, n, threads))
     return bad
+
+
+def first_outside_unit_interval(cnp.ndarray a):
+    """The flat index of the first entry of the C-contiguous float32/float64
+    array a outside [0, 1] (or NaN), or -1."""
+    return first_outside(a, False)
 
 
 def has_negative(cnp.ndarray a):
     """True when the C-contiguous float32/float64 array a has an entry < 0."""
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(a), bad
-    cdef void* x = cnp.PyArray_DATA(a)
-    cdef int threads = threads_for(n, GRAIN)
-    cdef bint single = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
-    with nogil:
-        if single:
-            bad = first_negative[float](<const float*> x, n, threads)
-        else:
-            bad = first_negative[double](<const double*> x, n, threads)
-    return bad >= 0
+    return first_outside(a, True) >= 0
 
 
 def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_output,
