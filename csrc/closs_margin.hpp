@@ -106,20 +106,22 @@ inline double multi_margin_row(const MarginArgs<T>& p, index r) {
     const index t = index(p.target[r]);
     const double w = p.weight ? double(p.weight[t]) : 1.0;
     const T a = T(p.margin) - x[t];
-    const T k = GRAD ? T(row_scale(p, r) * w / double(C)) : T(0);
+    // torch's order: (scale / C) * dz, then times the weight, so that a tiny
+    // weight does not underflow the factor to 0 (0 * inf would be NaN)
+    const T k = GRAD ? T(row_scale(p, r) / double(C)) : T(0), wt = T(w);
     double loss[LANES] = {}, slope[LANES] = {};
     auto term = [&](index i, T& l, T& s) {
         T dz;
         l += hinge<P>(a + x[i], dz);
         if constexpr (GRAD) {
             s += dz;
-            g[i] = k * dz;
+            g[i] = (k * dz) * wt;
         }
     };
     lane_sums<T>(0, t, term, loss, slope);
     lane_sums<T>(t + 1, C, term, loss, slope);
     // 0.0 - s, not -s: +0 where no term is active, as torch's sum starting at 0
-    if constexpr (GRAD) g[t] = k * T(0.0 - pairwise_sum(slope, LANES));
+    if constexpr (GRAD) g[t] = (k * T(0.0 - pairwise_sum(slope, LANES))) * wt;
     return w * pairwise_sum(loss, LANES) / double(C);
 }
 

@@ -687,6 +687,22 @@ def test_multi_margin_nonfinite_matches_reference(problem):
     assert_close(g, grad, np.float64, rtol=1e-13)
 
 
+def test_multi_margin_tiny_weight_keeps_infinite_gradient():
+    """torch scales by 1/C first and by the weight last: a subnormal weight
+    times an infinite slope stays infinite instead of 0 * inf = nan (a case
+    hypothesis found)."""
+    x = np.zeros((2, 6))
+    x[1, 5] = -np.inf
+    t = np.array([0, 5])
+    w = np.array([0, 0, 0, 0, 0, 5e-324])
+    loss, grad = mm_reference(x, t, p=2, weight=w)
+    with np.errstate(all="ignore"):
+        v, g = CF.multi_margin_loss(x, t, p=2, weight=w, reduction="none", return_grad=True)
+    assert_close(v, loss, np.float64)
+    assert_close(g, grad, np.float64)
+    assert np.array_equal(g[1], [np.inf] * 5 + [-np.inf])
+
+
 @pytest.mark.parametrize("func", LOSS_IDS)
 @given(data=st.data(), c=st.floats(-4, 4, allow_nan=False).filter(bool))
 def test_grad_output_linearity(func, data, c):
