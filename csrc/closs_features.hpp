@@ -341,9 +341,8 @@ inline double triplet_norm_row(const FeatureArgs<T>& p, index r) {
     const T* __restrict n = p.x3 + r * D;
     const T eps = T(p.eps);
     const double order = p.p;
-    double sums[3][LANES];  // over u, v, w
+    double sums[3][LANES] = {};  // over u, v, w
     if constexpr (N::ADDITIVE) {
-        for (int j = 0; j < LANES; ++j) sums[0][j] = sums[1][j] = sums[2][j] = 0.0;
         row_sums<T>(D, sums, [&](T (&acc)[3][LANES], int j, index i) {
             acc[0][j] += N::term(T(a[i] - q[i] + eps));
             acc[1][j] += N::term(T(a[i] - n[i] + eps));
