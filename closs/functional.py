@@ -4,7 +4,10 @@ and signatures of ``torch.nn.functional``.
 Every function also takes ``return_grad=False``; with ``return_grad=True`` it
 returns ``(value, grad)`` exactly as the loss class's ``value_and_grad`` does,
 and ``grad_output`` (keyword) is the upstream gradient: a scalar for a reduced
-loss, an array of the loss's shape for ``reduction='none'``.
+loss, an array of the loss's shape for ``reduction='none'``.  With
+``return_grad=True``, ``grad_out`` (keyword) takes preallocated gradient
+buffers as the classes' ``value_and_grad`` does: the gradient is written into
+them and they are returned.
 
 How a call runs: validate and normalise the arguments into operands (once),
 run exactly one kernel sweep that computes the value, the gradient or both,
@@ -62,9 +65,22 @@ _same_layout = _pw.same_layout
 _evaluate = _pw.evaluate
 
 
-def _finish(ops, reduction, return_grad, grad_output, grad_out=None):
-    value, grad = _evaluate(ops, reduction, True, return_grad, grad_output, grad_out)
-    return (value, grad) if return_grad else value
+def _finish(ops, reduction, return_grad, grad_output, grad_out, args, grad_args=(0,),
+            sweep=_evaluate):
+    """What a functional returns: the value of one sweep, or (value, grad) with
+    return_grad.  grad_out: preallocated gradient buffers, as the classes'
+    value_and_grad takes them (args: the call's arguments; grad_args: the
+    indices of those with a gradient).  Every family's sweep has the signature
+    of _evaluate."""
+    if grad_out is None:
+        value, grad = sweep(ops, reduction, True, return_grad, grad_output)
+        return (value, grad) if return_grad else value
+    if not return_grad:
+        raise ValueError("grad_out: expected return_grad=True (the buffers receive the "
+                         "gradient), got grad_out without it")
+    outs = _v.grad_out(grad_out, args, grad_args)
+    value, grad = sweep(ops, reduction, True, True, grad_output, outs)
+    return value, _v.deliver(grad, outs)
 
 
 def _broadcast_operands(arrays, shape):
@@ -111,7 +127,7 @@ def _weighted_reduction(reduction, size_average, reduce, weight):
 
 
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None, *,
-            return_grad=False, grad_output=None):
+            return_grad=False, grad_output=None, grad_out=None):
     """Mean absolute error: ``l = |input - target|`` (times ``weight`` if given).
 
     Parameters
@@ -133,11 +149,11 @@ def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", wei
     """
     reduction = _weighted_reduction(reduction, size_average, reduce, weight)
     ops = _difference_operands(_pw.L1, input, target, weight)
-    return _finish(ops, reduction, return_grad, grad_output)
+    return _finish(ops, reduction, return_grad, grad_output, grad_out, (input, target, weight))
 
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None, *,
-             return_grad=False, grad_output=None):
+             return_grad=False, grad_output=None, grad_out=None):
     """Mean squared error: ``l = (input - target)**2`` (times ``weight`` if given).
 
     Shapes, ``weight`` and reductions as :func:`l1_loss`; the gradient is
@@ -152,7 +168,7 @@ def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", we
     """
     reduction = _weighted_reduction(reduction, size_average, reduce, weight)
     ops = _difference_operands(_pw.MSE, input, target, weight)
-    return _finish(ops, reduction, return_grad, grad_output)
+    return _finish(ops, reduction, return_grad, grad_output, grad_out, (input, target, weight))
 
 
 def _smooth_l1_operands(input, target, beta):
@@ -163,7 +179,7 @@ def _smooth_l1_operands(input, target, beta):
 
 
 def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0, *,
-                   return_grad=False, grad_output=None):
+                   return_grad=False, grad_output=None, grad_out=None):
     """Smooth L1: ``0.5 d**2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta``,
     with ``d = input - target``.
 
@@ -177,7 +193,7 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
     """
     reduction = _v.reduction(reduction, size_average, reduce)
     ops = _smooth_l1_operands(input, target, beta)
-    return _finish(ops, reduction, return_grad, grad_output)
+    return _finish(ops, reduction, return_grad, grad_output, grad_out, (input, target))
 
 
 def _huber_operands(input, target, delta, weight=None):
@@ -187,7 +203,7 @@ def _huber_operands(input, target, delta, weight=None):
 
 
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None, *, return_grad=False,
-               grad_output=None):
+               grad_output=None, grad_out=None):
     """Huber loss: ``0.5 d**2`` where ``|d| < delta``, else ``delta (|d| - 0.5 delta)``.
 
     ``delta`` must be > 0.  With ``weight`` (input's shape), 'mean' divides the
@@ -201,7 +217,7 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None, *, retur
     """
     reduction = _weighted_reduction(reduction, None, None, weight)
     ops = _huber_operands(input, target, delta, weight)
-    return _finish(ops, reduction, return_grad, grad_output)
+    return _finish(ops, reduction, return_grad, grad_output, grad_out, (input, target, weight))
 
 
 def _silent_broadcast(a, others):
@@ -227,7 +243,8 @@ def _poisson_operands(log_input, target, log_input_flag, full, eps):
 
 
 def poisson_nll_loss(input, target, log_input=True, full=False, size_average=None, eps=1e-8,
-                     reduce=None, reduction="mean", *, return_grad=False, grad_output=None):
+                     reduce=None, reduction="mean", *, return_grad=False, grad_output=None,
+                     grad_out=None):
     """Poisson negative log likelihood.
 
     ``log_input=True``: ``l = exp(input) - target * input``;
@@ -244,7 +261,7 @@ def poisson_nll_loss(input, target, log_input=True, full=False, size_average=Non
     reduction = _v.reduction(reduction, size_average, reduce, alias=False)
     ops = _poisson_operands(input, target, _v.flag(log_input, "log_input"), _v.flag(full, "full"),
                             _v.real_number(eps, "eps"))
-    return _finish(ops, reduction, return_grad, grad_output)
+    return _finish(ops, reduction, return_grad, grad_output, grad_out, (input, target))
 
 
 def _gaussian_var(var, input_shape, dtype):
@@ -290,7 +307,7 @@ def _gaussian_operands(input, target, var, full, eps):
 
 
 def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean", *,
-                      return_grad=False, grad_output=None):
+                      return_grad=False, grad_output=None, grad_out=None):
     """Gaussian negative log likelihood:
     ``l = 0.5 (log v + (input - target)**2 / v)`` with ``v = max(var, eps)``,
     plus ``0.5 log(2 pi)`` if ``full``.
@@ -308,7 +325,8 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
     """
     reduction = _v.reduction(reduction, allowed=_v.REDUCTIONS, alias=False)
     ops = _gaussian_operands(input, target, var, _v.flag(full, "full"), _v.real_number(eps, "eps"))
-    return _finish(ops, reduction, return_grad, grad_output)
+    return _finish(ops, reduction, return_grad, grad_output, grad_out,
+                   (input, target, var), (0, 2))
 
 
 # ----------------------------------------------------------------------------------
@@ -409,8 +427,17 @@ def _class_operands(input, target, weight, ignore_index, smoothing, probabilitie
                              smoothing, weight_sum, count)
 
 
+def _cross_entropy_sweep(ops, *sweep_args):
+    return _softmax.evaluate(ops, "ce", *sweep_args)
+
+
+def _nll_sweep(ops, *sweep_args):
+    return _softmax.evaluate(ops, "nll", *sweep_args)
+
+
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
-                  reduction="mean", label_smoothing=0.0, *, return_grad=False, grad_output=None):
+                  reduction="mean", label_smoothing=0.0, *, return_grad=False, grad_output=None,
+                  grad_out=None):
     """Cross-entropy of logits over the class axis (dim 1; dim 0 for a 1-D input).
 
     target: class indices (any integer dtype) of shape (), (N,) or
@@ -429,12 +456,12 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     reduction = _v.reduction(reduction, size_average, reduce)
     ignore_index, smoothing = _class_options(ignore_index, label_smoothing)
     ops = _class_operands(input, target, weight, ignore_index, smoothing, True)
-    value, grad = _softmax.evaluate(ops, "ce", reduction, True, return_grad, grad_output)
-    return (value, grad) if return_grad else value
+    return _finish(ops, reduction, return_grad, grad_output, grad_out,
+                   (input, target, weight), sweep=_cross_entropy_sweep)
 
 
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
-             reduction="mean", *, return_grad=False, grad_output=None):
+             reduction="mean", *, return_grad=False, grad_output=None, grad_out=None):
     """Negative log likelihood ``-weight[t] * input[t]`` over the class axis.
 
     Shapes, weight, ignore_index and the 'mean' denominator as
@@ -449,8 +476,8 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     reduction = _v.reduction(reduction, size_average, reduce)
     ignore_index = _class_options(ignore_index, 0.0)[0]
     ops = _class_operands(input, target, weight, ignore_index, 0.0, False)
-    value, grad = _softmax.evaluate(ops, "nll", reduction, True, return_grad, grad_output)
-    return (value, grad) if return_grad else value
+    return _finish(ops, reduction, return_grad, grad_output, grad_out,
+                   (input, target, weight), sweep=_nll_sweep)
 
 
 # ----------------------------------------------------------------------------------
@@ -495,7 +522,7 @@ def _bce_operands(input, target, weight):
 
 
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
-                         reduction="mean", *, return_grad=False, grad_output=None):
+                         reduction="mean", *, return_grad=False, grad_output=None, grad_out=None):
     """Binary cross-entropy of probabilities:
     ``-w (y log x + (1 - y) log(1 - x))``, each log clamped at -100.
 
@@ -511,7 +538,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     """
     reduction = _v.reduction(reduction, size_average, reduce)
     ops = _bce_operands(input, target, weight)
-    return _finish(ops, reduction, return_grad, grad_output)
+    return _finish(ops, reduction, return_grad, grad_output, grad_out, (input, target, weight))
 
 
 def _bce_logits_operands(input, target, weight, pos_weight):
@@ -529,7 +556,7 @@ def _bce_logits_operands(input, target, weight, pos_weight):
 
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
                                      reduction="mean", pos_weight=None, *, return_grad=False,
-                                     grad_output=None):
+                                     grad_output=None, grad_out=None):
     """Binary cross-entropy of logits, in torch's stable form
     ``w ((1 - y) x - (1 + (pos_weight - 1) y) log_sigmoid(x))``.
 
@@ -545,7 +572,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     """
     reduction = _v.reduction(reduction, size_average, reduce)
     ops = _bce_logits_operands(input, target, weight, pos_weight)
-    return _finish(ops, reduction, return_grad, grad_output)
+    return _finish(ops, reduction, return_grad, grad_output, grad_out,
+                   (input, target, weight, pos_weight))
 
 
 _KL_MEAN_WARNING = (
@@ -585,7 +613,7 @@ def _kl_batchmean(reduction, ops, input_shape):
 
 
 def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False, *,
-           return_grad=False, grad_output=None):
+           return_grad=False, grad_output=None, grad_out=None):
     """Kullback-Leibler divergence of log-probabilities ``input`` from ``target``:
     ``xlogy(y, y) - y x`` (``exp(y) (y - x)`` with ``log_target=True``).
 
@@ -601,7 +629,7 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     reduction = _kl_reduction(reduction, size_average, reduce)
     ops = _kl_operands(input, target, log_target)
     reduction = _kl_batchmean(reduction, ops, np.shape(input))
-    return _finish(ops, reduction, return_grad, grad_output)
+    return _finish(ops, reduction, return_grad, grad_output, grad_out, (input, target))
 
 
 class _NoClassDimError(ValueError, IndexError):
@@ -626,30 +654,34 @@ def _multilabel_soft_margin_operands(input, target, weight):
     return _Operands(_pw.SOFT_MARGIN_ML, a, b, None, _weight_like(weight, shape, a.dtype))
 
 
-def _multilabel_soft_margin_finish(ops, reduction, return_grad, grad_output, grad_out=None):
+def _multilabel_soft_margin_sweep(ops, reduction, want_value, want_grad, grad_output,
+                                  grad_out=None):
     """Rows are the last dim: the value sums each row's C element terms and
     divides by C; the kernel's 'mean' with count C (or n) does that in one sweep."""
     a = ops.a
     classes = a.shape[-1]
-    if reduction == "none":  # two sweeps: the per-element terms, then the gradient
+    if reduction != "none":
+        ops.count = a.size if reduction == "mean" else classes
+        return _evaluate(ops, "mean", want_value, want_grad, grad_output, grad_out)
+    value = grad = None  # 'none': the per-element terms, then the gradient
+    if want_value:
         loss = _evaluate(ops, "none", True, False, None)[0]
         with np.errstate(invalid="ignore", divide="ignore"):  # C = 0: rows of 0/0 = nan, quietly
             value = np.asarray(np.sum(loss, axis=-1, dtype=np.float64) / classes,
                                dtype=a.dtype)
-        if not return_grad:
-            return value
-        if grad_output is None:
-            ops.count = classes
-            return value, _evaluate(ops, "mean", False, True, None, grad_out)[1]
+    if want_grad and grad_output is None:
+        ops.count = classes
+        grad = _evaluate(ops, "mean", False, True, None, grad_out)[1]
+    elif want_grad:
         g = _v.grad_output(grad_output, "none", a.shape[:-1], a.dtype)[1]
         gout = np.ascontiguousarray(np.broadcast_to(g[..., None] / classes, a.shape))
-        return value, _evaluate(ops, "none", False, True, gout, grad_out)[1]
-    ops.count = a.size if reduction == "mean" else classes
-    return _finish(ops, "mean", return_grad, grad_output, grad_out)
+        grad = _evaluate(ops, "none", False, True, gout, grad_out)[1]
+    return value, grad
 
 
 def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, reduce=None,
-                                reduction="mean", *, return_grad=False, grad_output=None):
+                                reduction="mean", *, return_grad=False, grad_output=None,
+                                grad_out=None):
     """Multi-label one-versus-all loss over the last dim (the C classes):
     ``(1/C) sum_c w_c (-y_c log_sigmoid(x_c) - (1 - y_c) log_sigmoid(-x_c))``.
 
@@ -664,7 +696,8 @@ def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, r
     """
     reduction = _v.reduction(reduction, size_average, reduce, alias=False)
     ops = _multilabel_soft_margin_operands(input, target, weight)
-    return _multilabel_soft_margin_finish(ops, reduction, return_grad, grad_output)
+    return _finish(ops, reduction, return_grad, grad_output, grad_out,
+                   (input, target, weight), sweep=_multilabel_soft_margin_sweep)
 
 
 # ----------------------------------------------------------------------------------
@@ -698,7 +731,7 @@ def _margin_ranking_operands(input1, input2, target, margin):
 
 
 def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, reduce=None,
-                        reduction="mean", *, return_grad=False, grad_output=None):
+                        reduction="mean", *, return_grad=False, grad_output=None, grad_out=None):
     """Ranking loss ``max(0, -target * (input1 - input2) + margin)``.
 
     target is usually +1 (input1 should rank higher) or -1; other values are
@@ -717,7 +750,8 @@ def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, red
     """
     reduction = _v.reduction(reduction, size_average, reduce)
     ops = _margin_ranking_operands(input1, input2, target, _v.real_number(margin, "margin"))
-    return _finish(ops, reduction, return_grad, grad_output)
+    return _finish(ops, reduction, return_grad, grad_output, grad_out,
+                   (input1, input2, target), (0, 1))
 
 
 def _input_target_operands(kind, input, target, p0=0.0, p1=0.0, *, input_shaped=False):
@@ -737,7 +771,7 @@ def _input_target_operands(kind, input, target, p0=0.0, p1=0.0, *, input_shaped=
 
 
 def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=None,
-                         reduction="mean", *, return_grad=False, grad_output=None):
+                         reduction="mean", *, return_grad=False, grad_output=None, grad_out=None):
     """Hinge embedding loss: ``input`` where target is 1, ``max(0, margin - input)``
     where target is -1, and the sum of both for any other target value (as torch).
 
@@ -754,11 +788,11 @@ def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=No
     reduction = _v.reduction(reduction, size_average, reduce)
     ops = _input_target_operands(_pw.HINGE_EMBEDDING, input, target,
                                  _v.real_number(margin, "margin"))
-    return _finish(ops, reduction, return_grad, grad_output)
+    return _finish(ops, reduction, return_grad, grad_output, grad_out, (input, target))
 
 
 def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean", *,
-                     return_grad=False, grad_output=None):
+                     return_grad=False, grad_output=None, grad_out=None):
     """Two-class logistic loss ``log(1 + exp(-target * input))``.
 
     target broadcasts up to input's shape (silently).  Computed as the stable
@@ -774,7 +808,7 @@ def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="m
     """
     reduction = _v.reduction(reduction, size_average, reduce)
     ops = _input_target_operands(_pw.SOFT_MARGIN, input, target, input_shaped=True)
-    return _finish(ops, reduction, return_grad, grad_output)
+    return _finish(ops, reduction, return_grad, grad_output, grad_out, (input, target))
 
 
 def _focal_options(alpha, gamma):
@@ -801,7 +835,7 @@ def _sigmoid_focal_operands(inputs, targets, alpha, gamma, names=("inputs", "tar
 
 
 def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2, reduction="none", *,
-                       return_grad=False, grad_output=None):
+                       return_grad=False, grad_output=None, grad_out=None):
     """Sigmoid focal loss (torchvision.ops.sigmoid_focal_loss):
     ``alpha_t * ce * (1 - p_t)**gamma`` with ``p = sigmoid(inputs)``,
     ``ce = binary_cross_entropy_with_logits(inputs, targets)``,
@@ -825,7 +859,7 @@ def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2, reduction="none", *
     """
     reduction = _v.reduction(reduction, alias=False)
     ops = _sigmoid_focal_operands(inputs, targets, *_focal_options(alpha, gamma))
-    return _finish(ops, reduction, return_grad, grad_output)
+    return _finish(ops, reduction, return_grad, grad_output, grad_out, (inputs, targets))
 
 
 # ----------------------------------------------------------------------------------
@@ -886,7 +920,8 @@ def _multi_margin_operands(input, target, p, margin, weight):
 
 
 def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None,
-                      reduce=None, reduction="mean", *, return_grad=False, grad_output=None):
+                      reduce=None, reduction="mean", *, return_grad=False, grad_output=None,
+                      grad_out=None):
     """Multi-class hinge loss of logits against one class index per row:
     ``l = w[t] / C * sum_{i != t} max(0, margin - x[t] + x[i]) ** p``.
 
@@ -905,8 +940,8 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
     reduction = _v.reduction(reduction, size_average, reduce)
     ops = _multi_margin_operands(input, target, _multi_margin_p(p),
                                  _v.real_number(margin, "margin"), weight)
-    value, grad = _margin.evaluate(ops, reduction, True, return_grad, grad_output)
-    return (value, grad) if return_grad else value
+    return _finish(ops, reduction, return_grad, grad_output, grad_out,
+                   (input, target, weight), sweep=_margin.evaluate)
 
 
 def _multilabel_margin_operands(input, target):
@@ -929,7 +964,7 @@ def _multilabel_margin_operands(input, target):
 
 
 def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduction="mean", *,
-                           return_grad=False, grad_output=None):
+                           return_grad=False, grad_output=None, grad_out=None):
     """Multi-label hinge loss: each row's targets are its class indices before
     the first -1 (later entries are ignored, but must still lie in [-1, C)),
     ``l = 1 / C * sum_{j in targets} sum_{i not in targets} max(0, 1 - x[j] + x[i])``.
@@ -947,8 +982,8 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
     """
     reduction = _v.reduction(reduction, size_average, reduce)
     ops = _multilabel_margin_operands(input, target)
-    value, grad = _margin.evaluate(ops, reduction, True, return_grad, grad_output)
-    return (value, grad) if return_grad else value
+    return _finish(ops, reduction, return_grad, grad_output, grad_out,
+                   (input, target), sweep=_margin.evaluate)
 
 
 # ----------------------------------------------------------------------------------
@@ -1030,7 +1065,7 @@ def _cosine_embedding_operands(input1, input2, target, margin):
 
 
 def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, reduce=None,
-                          reduction="mean", *, return_grad=False, grad_output=None):
+                          reduction="mean", *, return_grad=False, grad_output=None, grad_out=None):
     """Cosine embedding loss of pairs of rows:
     ``1 - cos(x1, x2)`` where ``target == 1``, ``max(0, cos(x1, x2) - margin)``
     where ``target == -1``, 0 for any other target value.
@@ -1063,8 +1098,8 @@ def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, r
     """
     reduction = _v.reduction(reduction, size_average, reduce)
     ops = _cosine_embedding_operands(input1, input2, target, _v.real_number(margin, "margin"))
-    value, grad = _features.evaluate(ops, reduction, True, return_grad, grad_output)
-    return (value, grad) if return_grad else value
+    return _finish(ops, reduction, return_grad, grad_output, grad_out,
+                   (input1, input2, target), (0, 1), sweep=_features.evaluate)
 
 
 def _triplet_margin(margin, owner=None):
@@ -1131,7 +1166,7 @@ def _triplet_options(margin, p, eps, swap, owner=None):
 
 def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, swap=False,
                         size_average=None, reduce=None, reduction="mean", *, return_grad=False,
-                        grad_output=None):
+                        grad_output=None, grad_out=None):
     """Triplet margin loss ``max(0, margin + d(a, p) - d(a, n))`` with torch's
     ``pairwise_distance`` ``d(x, y) = ||x - y + eps||_p`` over the last dim.
 
@@ -1167,8 +1202,8 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, s
     margin, p, eps, swap = _triplet_options(margin, p, eps, swap)
     ops = _triplet_operands(anchor, positive, negative, _features.TRIPLET_NORM, margin, p, eps,
                             swap)
-    value, grad = _features.evaluate(ops, reduction, True, return_grad, grad_output)
-    return (value, grad) if return_grad else value
+    return _finish(ops, reduction, return_grad, grad_output, grad_out,
+                   (anchor, positive, negative), (0, 1, 2), sweep=_features.evaluate)
 
 
 # The distances closs differentiates itself, by name: (kernel kind, p, eps).
@@ -1316,7 +1351,7 @@ def _triplet_distance_evaluate(ops, reduction, want_value, want_grad, grad_outpu
 
 def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_function=None,
                                       margin=1.0, swap=False, reduction="mean",
-                                      return_grad=False, grad_output=None):
+                                      return_grad=False, grad_output=None, grad_out=None):
     """Triplet margin loss ``max(0, margin + D(a, p) - D(a, n))`` with a chosen
     distance ``D`` over the last dim (``min(D(a, n), D(p, n))`` with swap).
 
@@ -1367,8 +1402,8 @@ def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_fu
     swap = _v.flag(swap, "swap")
     ops = _triplet_distance_operands(anchor, positive, negative,
                                      _distance_function(distance_function), margin, swap)
-    value, grad = _triplet_distance_evaluate(ops, reduction, True, return_grad, grad_output)
-    return (value, grad) if return_grad else value
+    return _finish(ops, reduction, return_grad, grad_output, grad_out,
+                   (anchor, positive, negative), (0, 1, 2), sweep=_triplet_distance_evaluate)
 
 
 # ----------------------------------------------------------------------------------
@@ -1536,15 +1571,10 @@ def _overlap_operands(opts, input, target):
                              loss_shape)
 
 
-def _overlap_finish(ops, reduction, return_grad, grad_output):
-    value, grad = _overlap.evaluate(ops, reduction, True, return_grad, grad_output)
-    return (value, grad) if return_grad else value
-
-
 def dice_loss(input, target, include_background=True, to_onehot_y=False, sigmoid=False,
               softmax=False, other_act=None, squared_pred=False, jaccard=False, reduction="mean",
               smooth_nr=1e-5, smooth_dr=1e-5, batch=False, weight=None, *, return_grad=False,
-              grad_output=None):
+              grad_output=None, grad_out=None):
     """Soft Dice loss with MONAI's ``DiceLoss`` conventions (parameters, order, defaults).
 
     Per batch entry b and class c (with ``batch=True``: per class, summing over
@@ -1593,14 +1623,15 @@ def dice_loss(input, target, include_background=True, to_onehot_y=False, sigmoid
     reduction = _v.reduction(reduction, alias=False)
     opts = _dice_options(include_background, to_onehot_y, sigmoid, softmax, other_act,
                          squared_pred, jaccard, smooth_nr, smooth_dr, batch, weight)
-    return _overlap_finish(_overlap_operands(opts, input, target), reduction, return_grad,
-                           grad_output)
+    ops = _overlap_operands(opts, input, target)
+    return _finish(ops, reduction, return_grad, grad_output, grad_out,
+                   (input, target, weight), sweep=_overlap.evaluate)
 
 
 def tversky_loss(input, target, include_background=True, to_onehot_y=False, sigmoid=False,
                  softmax=False, other_act=None, alpha=0.5, beta=0.5, reduction="mean",
                  smooth_nr=1e-5, smooth_dr=1e-5, batch=False, *, return_grad=False,
-                 grad_output=None):
+                 grad_output=None, grad_out=None):
     """Tversky loss with MONAI's ``TverskyLoss`` conventions (parameters, order, defaults).
 
     Shapes, activations, ``to_onehot_y``, ``include_background`` and ``batch``
@@ -1625,8 +1656,9 @@ def tversky_loss(input, target, include_background=True, to_onehot_y=False, sigm
     reduction = _v.reduction(reduction, alias=False)
     opts = _tversky_options(include_background, to_onehot_y, sigmoid, softmax, other_act, alpha,
                             beta, smooth_nr, smooth_dr, batch)
-    return _overlap_finish(_overlap_operands(opts, input, target), reduction, return_grad,
-                           grad_output)
+    ops = _overlap_operands(opts, input, target)
+    return _finish(ops, reduction, return_grad, grad_output, grad_out,
+                   (input, target), sweep=_overlap.evaluate)
 
 
 # ----------------------------------------------------------------------------------
@@ -1686,7 +1718,7 @@ def _ctc_operands(log_probs, targets, input_lengths, target_lengths, blank, zero
 
 
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean",
-             zero_infinity=False, *, return_grad=False, grad_output=None):
+             zero_infinity=False, *, return_grad=False, grad_output=None, grad_out=None):
     """Connectionist temporal classification loss: ``-log p(target | log_probs)``
     summed over every alignment, by the log-space alpha-beta recursion.
 
@@ -1727,5 +1759,5 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     reduction = _v.reduction(reduction)
     ops = _ctc_operands(log_probs, targets, input_lengths, target_lengths,
                         _v.integer(blank, "blank"), _v.flag(zero_infinity, "zero_infinity"))
-    value, grad = _ctc.evaluate(ops, reduction, True, return_grad, grad_output)
-    return (value, grad) if return_grad else value
+    return _finish(ops, reduction, return_grad, grad_output, grad_out,
+                   (log_probs, targets, input_lengths, target_lengths), sweep=_ctc.evaluate)

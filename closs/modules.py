@@ -216,7 +216,6 @@ class GaussianNLLLoss(_Loss):
 class _ClassLoss(_Loss):
     """Base of the class-axis losses (cross-entropy, NLL): weight and ignore_index."""
 
-    _kind = None
     _probabilities = False
 
     def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
@@ -229,10 +228,6 @@ class _ClassLoss(_Loss):
         return F._class_operands(input, target, self.weight, self.ignore_index,
                                  self.label_smoothing, self._probabilities)
 
-    def _sweep(self, ops, reduction, want_value, want_grad, grad_output, grad_out=None):
-        return F._softmax.evaluate(ops, self._kind, reduction, want_value, want_grad, grad_output,
-                                   grad_out)
-
 
 class CrossEntropyLoss(_ClassLoss):
     """Cross-entropy of logits; see :func:`closs.functional.cross_entropy`.
@@ -242,7 +237,7 @@ class CrossEntropyLoss(_ClassLoss):
     np.float64(1.3132616875182228)
     """
 
-    _kind = "ce"
+    _sweep = staticmethod(F._cross_entropy_sweep)
     _probabilities = True
 
     def extra_repr(self):
@@ -260,7 +255,7 @@ class NLLLoss(_ClassLoss):
     np.float64(-3.5)
     """
 
-    _kind = "nll"
+    _sweep = staticmethod(F._nll_sweep)
 
     def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
                  reduction="mean"):
@@ -348,9 +343,7 @@ class MultiLabelSoftMarginLoss(_Loss):
     def _operands(self, input, target):
         return F._multilabel_soft_margin_operands(input, target, self.weight)
 
-    def _sweep(self, ops, reduction, want_value, want_grad, grad_output, grad_out=None):
-        out = F._multilabel_soft_margin_finish(ops, reduction, want_grad, grad_output, grad_out)
-        return out if want_grad else (out, None)
+    _sweep = staticmethod(F._multilabel_soft_margin_sweep)
 
 
 # ----------------------------------------------------------------------------------

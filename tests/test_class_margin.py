@@ -1147,9 +1147,10 @@ def test_signatures_match_torch(torch, case):
         mine, theirs = _params(mine), _params(theirs)
         assert [(p.name, p.default, p.kind) for p in mine[:len(theirs)]] == [
             (p.name, p.default, p.kind) for p in theirs]
-    keyword = [(p.name, p.default, p.kind) for p in _params(case.closs_func)][-2:]
+    keyword = [(p.name, p.default, p.kind) for p in _params(case.closs_func)][-3:]
     assert keyword == [("return_grad", False, inspect.Parameter.KEYWORD_ONLY),
-                       ("grad_output", None, inspect.Parameter.KEYWORD_ONLY)]
+                       ("grad_output", None, inspect.Parameter.KEYWORD_ONLY),
+                       ("grad_out", None, inspect.Parameter.KEYWORD_ONLY)]
 
 
 def test_repr():

@@ -2239,7 +2239,7 @@ def test_signatures(case):
                               ("target", inspect.Parameter.empty)]
     assert positional[2:] == CLASS_SIGNATURES[case.cls]
     keyword = [(p.name, p.default) for p in params if p.kind == p.KEYWORD_ONLY]
-    assert keyword == [("return_grad", False), ("grad_output", None)]
+    assert keyword == [("return_grad", False), ("grad_output", None), ("grad_out", None)]
 
 
 @pytest.mark.parametrize("case", LOSSES, ids=LOSS_IDS)

@@ -1011,7 +1011,7 @@ def test_focal_signatures():
     assert [(p.name, p.default) for p in _params(CF.sigmoid_focal_loss)] == [
         ("inputs", inspect.Parameter.empty), ("targets", inspect.Parameter.empty),
         ("alpha", 0.25), ("gamma", 2), ("reduction", "none"), ("return_grad", False),
-        ("grad_output", None)]
+        ("grad_output", None), ("grad_out", None)]
     assert [(p.name, p.default) for p in _params(closs.FocalLoss.__init__)] == [
         ("alpha", 0.25), ("gamma", 2.0), ("reduction", "mean")]
 
