@@ -1,6 +1,8 @@
 # Small array helpers shared by the kernel modules (all inline; no module of its own).
 cimport numpy as cnp
 
+from closs._kernels._runtime cimport gradient_like
+
 cdef extern from "numpy/arrayobject.h":
     object PyArray_Scalar(void* data, cnp.PyArray_Descr* descr, object base)
 
@@ -40,12 +42,12 @@ cdef inline tuple upstream(object grad_output, str reduction, object loss_shape,
 cdef inline cnp.ndarray grad_buffer(object outs, Py_ssize_t i, cnp.ndarray a):
     """Where a gradient like a is written: the caller's buffer outs[i] (validated
     by closs._validation.grad_out) viewed with a's shape when it has a's size and
-    dtype, else a fresh array (then _validation.deliver copies the result)."""
+    dtype, else a new array (then _validation.deliver copies the result)."""
     if outs is None:
-        return empty_like(a)
+        return gradient_like(a)
     cdef cnp.ndarray o = outs[i]
     if cnp.PyArray_SIZE(o) != cnp.PyArray_SIZE(a) or cnp.PyArray_TYPE(o) != cnp.PyArray_TYPE(a):
-        return empty_like(a)
+        return gradient_like(a)
     return (<object> o).reshape((<object> a).shape)  # a view: o is C-contiguous
 
 

@@ -4,6 +4,11 @@ import os
 
 import numpy as np
 
+cimport numpy as cnp
+from cpython.ref cimport Py_REFCNT
+
+cnp.import_array()
+
 cdef extern from *:
     """
     #ifdef _OPENMP
@@ -59,6 +64,17 @@ def get_num_threads():
 
 
 def _init_from_environment():
+    global _cache_limit
+    value = os.environ.get("CLOSS_GRAD_CACHE_MB", "").strip()
+    if value:
+        try:
+            megabytes = float(value)
+        except ValueError:
+            megabytes = -1.0
+        if not megabytes >= 0:
+            raise ValueError(f"CLOSS_GRAD_CACHE_MB: expected a number of megabytes >= 0, "
+                             f"got {value!r}")
+        _cache_limit = <Py_ssize_t> (megabytes * 2**20)
     value = os.environ.get("CLOSS_NUM_THREADS", "").strip()
     if value:
         try:
@@ -68,6 +84,92 @@ def _init_from_environment():
         set_num_threads(_check_count(n, "CLOSS_NUM_THREADS"))
     else:
         set_num_threads(available_cores())
+
+
+# ----------------------------------------------------------------------------------
+# Gradient memory.  A fresh large array costs its page faults: glibc maps every
+# allocation above 32 MiB anew, and the kernel zeroes each page at its first touch
+# (about 3 ms per 65 MB on the benchmark machine, as long as a large loss's
+# arithmetic).  A loop that gets a gradient per call and drops it would pay that at
+# every call.  So a gradient of CACHE_FROM (32 MiB) or more is a view of a block
+# kept here, and a block whose arrays are all gone (this list holds its only
+# reference) is handed out again.  Idle blocks are kept up to _cache_limit bytes
+# (CLOSS_GRAD_CACHE_MB; 0: every gradient is fresh memory); empty_cache() frees
+# them.
+# ----------------------------------------------------------------------------------
+
+cdef Py_ssize_t _cache_from = 32 << 20
+CACHE_FROM = _cache_from
+MAX_BLOCKS = 8  # blocks referenced here, in use or idle, most recently handed out last
+cdef Py_ssize_t _cache_limit = 512 << 20
+cdef list _blocks = []
+
+
+cdef inline bint _idle(object block) noexcept:
+    return Py_REFCNT(block) <= 2  # _blocks's reference and the caller's
+
+
+cdef bint reuses_memory(cnp.ndarray a) noexcept:
+    """Whether gradient_like(a) is a view of a kept block (its memory may hold
+    anything) rather than fresh memory from the system."""
+    cdef Py_ssize_t nbytes = cnp.PyArray_NBYTES(a)
+    return _cache_from <= nbytes <= _cache_limit
+
+
+cdef cnp.ndarray gradient_like(cnp.ndarray a):
+    """An uninitialised C-contiguous array of a's shape and dtype, for a gradient."""
+    if not reuses_memory(a):
+        return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a), cnp.PyArray_TYPE(a), 0)
+    cdef Py_ssize_t nbytes = cnp.PyArray_NBYTES(a)
+    block = _take_block(nbytes)
+    return block[:nbytes].view((<object> a).dtype).reshape((<object> a).shape)
+
+
+cdef object _take_block(Py_ssize_t nbytes):
+    cdef Py_ssize_t i
+    for i in range(len(_blocks)):
+        block = _blocks[i]
+        if _idle(block) and nbytes <= block.size <= 2 * nbytes:
+            del _blocks[i]
+            _blocks.append(block)
+            return block
+    block = np.empty(nbytes, np.uint8)
+    _blocks.append(block)
+    _trim()
+    return block
+
+
+cdef void _trim():
+    """Forget the oldest blocks past MAX_BLOCKS (an array still using one keeps it
+    alive and frees it as usual), then free the oldest idle ones past _cache_limit."""
+    cdef Py_ssize_t i, idle_bytes = 0
+    del _blocks[:max(0, len(_blocks) - MAX_BLOCKS)]
+    for i in range(len(_blocks) - 1, -1, -1):  # newest first: the oldest go
+        block = _blocks[i]
+        if _idle(block):
+            idle_bytes += block.size
+            if idle_bytes > _cache_limit:
+                del _blocks[i]
+
+
+def empty_cache():
+    """Free the gradient memory closs keeps for reuse (the blocks no array uses)."""
+    cdef Py_ssize_t i
+    for i in range(len(_blocks) - 1, -1, -1):
+        if _idle(_blocks[i]):
+            del _blocks[i]
+
+
+def cached_blocks():
+    """(bytes in use, bytes idle) of the kept gradient blocks."""
+    cdef Py_ssize_t i, used = 0, idle = 0
+    for i in range(len(_blocks)):
+        block = _blocks[i]
+        if _idle(block):
+            idle += block.size
+        else:
+            used += block.size
+    return used, idle
 
 
 _init_from_environment()

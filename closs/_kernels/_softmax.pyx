@@ -11,7 +11,7 @@ import numpy as np
 from libc.stdint cimport int64_t
 
 from closs._kernels._arrays cimport data_or_null, grad_buffer, real, scalar_of, upstream
-from closs._kernels._runtime cimport threads_for
+from closs._kernels._runtime cimport reuses_memory, threads_for
 
 cnp.import_array()
 
@@ -173,8 +173,9 @@ def evaluate(Operands ops, str kind, str reduction, bint want_value, bint want_g
         gscale, gout = upstream(grad_output, reduction, ops.loss_shape, (<object> x).dtype,
                                 ops.count)
         # NLL's gradient is zero but at the targets: fresh zeroed memory (calloc:
-        # the pages come zeroed from the system) saves the kernel a pass of zeros
-        zeroed = not ce and grad_out is None
+        # the pages come zeroed from the system) saves the kernel a pass of zeros,
+        # unless the gradient reuses memory (closs._kernels._runtime)
+        zeroed = not ce and grad_out is None and not reuses_memory(x)
         grad = (cnp.PyArray_ZEROS(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
                 if zeroed else grad_buffer(grad_out, 0, x))
     if want_value and not reduced:
