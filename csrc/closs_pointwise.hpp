@@ -174,15 +174,22 @@ struct BCE : TwoOperands {  // -(y log x + (1 - y) log(1 - x)), each log clamped
     }
 };
 
+// sigmoid(x) and sigmoid(-x) = 1 - sigmoid(x), each to a few ulp (no 1 - p
+// cancellation), from exp(-|x|): the same expression softplus and log_sigmoid
+// evaluate, so a caller that needs both gets one exp after inlining.
 template <class T>
-inline T sigmoid(T x) {
-    return T(1) / (T(1) + vexp(-x));
+inline void sigmoid_pair(T x, T& p, T& pm) {
+    const T t = vexp_nonpos(vmath_detail::neg_abs(x)), r = T(1) / (T(1) + t), tr = t * r;
+    p = x < T(0) ? tr : r;
+    pm = x < T(0) ? r : tr;
 }
 
 template <class T>
 struct BCELogits : TwoOperands {  // (1 - y) x - log_sigmoid(x), torch's form
     T operator()(T x, T y, T, T& dx, T&) const {
-        dx = sigmoid(x) - y;
+        T p, pm;
+        sigmoid_pair(x, p, pm);
+        dx = p - y;
         return (T(1) - y) * x - log_sigmoid(x);
     }
 };
@@ -192,7 +199,9 @@ struct BCELogitsPos {  // (1 - y) x - (1 + (pw - 1) y) log_sigmoid(x), pw the th
     static constexpr bool third = true, grad_third = false, grad_second = false;
     T operator()(T x, T y, T pw, T& dx, T&) const {
         const T lw = T(1) + (pw - T(1)) * y;
-        dx = lw * sigmoid(x) - pw * y;
+        T p, pm;
+        sigmoid_pair(x, p, pm);
+        dx = lw * p - pw * y;
         return (T(1) - y) * x - lw * log_sigmoid(x);
     }
 };
@@ -217,27 +226,21 @@ struct KLLog : TwoOperands {  // exp(y) (y - x), y a log-probability
 template <class T>
 struct SoftMarginML : TwoOperands {  // -y log_sigmoid(x) - (1 - y) log_sigmoid(-x)
     T operator()(T x, T y, T, T& dx, T&) const {
-        // d log_sigmoid(x) / dx = sigmoid(-x), in torch's cancellation-free form
-        const T z = vexp(-std::abs(x)), q = z / (T(1) + z);
-        const T sig_neg = x < T(0) ? T(1) - q : q, sig_pos = x < T(0) ? q : T(1) - q;
-        dx = (T(1) - y) * sig_pos - y * sig_neg;
-        return -(y * log_sigmoid(x) + (T(1) - y) * log_sigmoid(-x));
+        // d log_sigmoid(x) / dx = sigmoid(-x)
+        T p, pm;
+        sigmoid_pair(x, p, pm);
+        dx = (T(1) - y) * p - y * pm;
+        // log_sigmoid(+-x) = min(+-x, 0) - log1p(exp(-|x|)), one log1p for both
+        // (bit-identical to two log_sigmoid calls)
+        const T l = vmath_detail::log1p_unit(vexp_nonpos(vmath_detail::neg_abs(x)));
+        const T ls_pos = vselect(x < T(0), x, T(0)) - l, ls_neg = vselect(-x < T(0), -x, T(0)) - l;
+        return -(y * ls_pos + (T(1) - y) * ls_neg);
     }
 };
 
 // ---------------------------------------------------------------------------
 // Margin, ranking and focal losses.
 // ---------------------------------------------------------------------------
-
-// sigmoid(x) and sigmoid(-x) = 1 - sigmoid(x), each to a few ulp (no 1 - p
-// cancellation), from exp(-|x|): the same expression softplus and log_sigmoid
-// evaluate, so a caller that needs both gets one exp after inlining.
-template <class T>
-inline void sigmoid_pair(T x, T& p, T& pm) {
-    const T t = vexp_nonpos(vmath_detail::neg_abs(x)), r = T(1) / (T(1) + t), tr = t * r;
-    p = x < T(0) ? tr : r;
-    pm = x < T(0) ? r : tr;
-}
 
 template <class T>
 struct MarginRanking {  // max(0, -y (x1 - x2) + margin); a = x1, b = x2, c = y
@@ -278,7 +281,9 @@ struct SoftMargin : TwoOperands {  // log(1 + exp(-y x))
         T sz, s_nz;
         sigmoid_pair(z, sz, s_nz);
         dx = -y * sz;
-        return softplus(z);
+        // softplus(z), with sigmoid_pair's exp(-|z|) spelled out so that it is shared
+        const T t = vexp_nonpos(vmath_detail::neg_abs(z));
+        return vselect(z > T(0), z, T(0)) + vmath_detail::log1p_unit(t);
     }
 };
 
@@ -306,11 +311,13 @@ struct SigmoidFocal : TwoOperands {
     T operator()(T x, T y, T, T& dx, T&) const {
         T p, pm;
         sigmoid_pair(x, p, pm);
-        const T ls = log_sigmoid(x);
+        // log_sigmoid(x) and softplus(x) from one log1p(exp(-|x|)) (bit-identical)
+        const T l = vmath_detail::log1p_unit(vexp_nonpos(vmath_detail::neg_abs(x)));
+        const T ls = vselect(x < T(0), x, T(0)) - l, sp = vselect(x > T(0), x, T(0)) + l;
         // At x = +-inf torch's form (1 - y) x - log_sigmoid(x) (NaN where it is 0 * inf).
         const T ce = std::abs(x) == std::numeric_limits<T>::infinity()
                          ? (T(1) - y) * x - ls
-                         : (T(1) - y) * softplus(x) - y * ls;
+                         : (T(1) - y) * sp - y * ls;
         const T q = p * (T(1) - y) + pm * y;
         T w, rate;  // q^gamma and q^(gamma - 1)
         if constexpr (GAMMA2) {
