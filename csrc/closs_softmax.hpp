@@ -410,7 +410,7 @@ double nll_range(const SoftmaxArgs<T>& p, index lo, index hi) {
     const index C = p.classes, S = p.inner;
     if (p.grad && !p.grad_zeroed) std::fill(p.grad + lo * C * S, p.grad + hi * C * S, T(0));
     RowSum sum;
-    if (S == 1 && !p.grad) {  // (N, C) values: a branch-free gather, BLOCK rows at a time
+    if (S == 1) {  // (N, C): a branch-free gather (and scatter), BLOCK rows at a time
         for (index r0 = lo; r0 < hi; r0 += BLOCK) {
             const index L = std::min(BLOCK, hi - r0);
             double* losses = sum.reserve(L);
@@ -421,6 +421,15 @@ double nll_range(const SoftmaxArgs<T>& p, index lo, index hi) {
                 const double v = -double(weight_of(p, c)) * double(p.x[(r0 + k) * C + c]);
                 losses[k] = vselect(keep, v, 0.0);
             }
+            if (p.grad)  // an ignored row writes its 0 over the 0 at class 0
+                for (index k = 0; k < L; ++k) {
+                    const std::int64_t t = p.target[r0 + k];
+                    const bool keep = t != p.ignore_index;
+                    const index c = keep ? index(t) : 0;
+                    const double g = p.grad_output ? p.gscale * double(p.grad_output[r0 + k])
+                                                   : p.gscale;
+                    p.grad[(r0 + k) * C + c] = T(vselect(keep, -double(weight_of(p, c)) * g, 0.0));
+                }
             if (p.loss)
                 for (index k = 0; k < L; ++k) p.loss[r0 + k] = T(losses[k]);
             sum.advance(L);
