@@ -870,6 +870,7 @@ def runtime_info():
         "simd_supported": getattr(_runtime, "SIMD_SUPPORTED", "?"),
         "simd_selected": getattr(_runtime, "SIMD_SELECTED", "?"),
         "threads": closs.get_num_threads(),
+        "grad_cache_mb": _runtime.cache_limit() / 2**20,  # gradient memory reuse (0: off)
     }
 
 
@@ -885,8 +886,8 @@ def machine_info(peers=PEERS + ("tqdm",)):
         "numpy": np.__version__, "closs": closs.__version__, **{"closs_" + k: v for k, v in
                                                               runtime_info().items()},
         "peers": versions,
-        "env": {k: os.environ[k] for k in ("CLOSS_NUM_THREADS", "CLOSS_SIMD", "OMP_NUM_THREADS",
-                                           "OMP_WAIT_POLICY", "XLA_FLAGS") if k in os.environ},
+        "env": {k: os.environ[k] for k in ("CLOSS_NUM_THREADS", "CLOSS_SIMD", "CLOSS_GRAD_CACHE_MB",
+                                           "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "XLA_FLAGS") if k in os.environ},
     }
     if versions.get("torch"):
         info["torch_threads"] = import_peer("torch").get_num_threads()

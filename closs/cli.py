@@ -162,6 +162,8 @@ def _info(args, out):
         f"  SIMD          supported: {info['closs_simd_supported']}, "
         f"selected: {info['closs_simd_selected']}",
         f"  threads       {info['closs_threads']} (of {info['cores']} available cores)",
+        f"  grad memory   reuse of up to {info['closs_grad_cache_mb']:g} MiB of idle gradient "
+        f"blocks (CLOSS_GRAD_CACHE_MB)",
         f"  CPU           {info['cpu']}",
         f"  python        {info['python']} ({platform.python_implementation()})",
         f"  numpy         {info['numpy']}",
@@ -283,8 +285,11 @@ def _print_tables(doc, markdown, out):
 
     m = doc["machine"]
     threads = doc["config"].get("threads") or [m["closs_threads"]]
+    reuse = m.get("closs_grad_cache_mb")
+    reuse = "" if reuse is None else f" | gradient reuse {reuse:g} MiB" if reuse else \
+        " | gradient reuse off"
     print(f"closs {m['closs']} | {m['cpu']}, {m['cores']} cores | threads "
-          f"{','.join(map(str, threads))} | SIMD {m['closs_simd_selected']} | "
+          f"{','.join(map(str, threads))} | SIMD {m['closs_simd_selected']}{reuse} | "
           f"numpy {m['numpy']}", file=out)
     print(_bench.format_table(doc["results"], markdown=markdown), file=out)
     print(f"\n{doc.get('note', _bench.TABLE_NOTE)}", file=out)

@@ -160,6 +160,11 @@ def empty_cache():
             del _blocks[i]
 
 
+def cache_limit():
+    """The bytes of idle gradient blocks kept for reuse (0: reuse is off)."""
+    return _cache_limit
+
+
 def cached_blocks():
     """(bytes in use, bytes idle) of the kept gradient blocks."""
     cdef Py_ssize_t i, used = 0, idle = 0
