@@ -7,16 +7,14 @@ never handed out again; a reused block gives the same bits as fresh memory
 blocks stay within the limit and empty_cache() frees them; CLOSS_GRAD_CACHE_MB=0
 turns reuse off.
 """
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 import closs
 import closs.functional as F
 from closs._kernels import _runtime
+
+from conftest import run_python
 
 ROWS = _runtime.CACHE_FROM // (8 * 1000) + 1  # a (ROWS, 1000) float64 gradient is cached
 
@@ -108,12 +106,6 @@ def test_small_gradients_are_fresh_memory():
     assert _runtime.cached_blocks() == (0, 0)
 
 
-def run(code, **env):
-    environ = dict(os.environ, **env)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=environ)
-
-
 def test_environment_limit():
     code = f"""
 import numpy as np, closs.functional as F
@@ -126,13 +118,13 @@ y = np.ones(2 * x.size)
 g = F.mse_loss(y, y, return_grad=True)[1]  # too large for them: a new block
 print(*_runtime.cached_blocks())
 """
-    off = run(code, CLOSS_GRAD_CACHE_MB="0")
+    off = run_python(code, {"CLOSS_GRAD_CACHE_MB": "0"})
     assert off.returncode == 0, off.stderr
     assert off.stdout.split() == ["True", "0", "0"]
-    on = run(code, CLOSS_GRAD_CACHE_MB="70")  # room for two idle blocks of 32 MiB
+    on = run_python(code, {"CLOSS_GRAD_CACHE_MB": "70"})  # room for two idle blocks of 32 MiB
     assert on.returncode == 0, on.stderr
     reused, used, idle = on.stdout.split()
     block = _runtime.CACHE_FROM + 64
     assert reused == "False" and int(used) == 2 * block and int(idle) == 2 * block
-    bad = run("import closs", CLOSS_GRAD_CACHE_MB="lots")
+    bad = run_python("import closs", {"CLOSS_GRAD_CACHE_MB": "lots"})
     assert bad.returncode != 0 and "CLOSS_GRAD_CACHE_MB" in bad.stderr
