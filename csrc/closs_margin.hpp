@@ -113,15 +113,22 @@ inline double multi_margin_row(const MarginArgs<T>& p, index r) {
     auto term = [&](index i, T& l, T& s) {
         T dz;
         l += hinge<P>(a + x[i], dz);
-        if constexpr (GRAD) {
-            s += dz;
-            g[i] = (k * dz) * wt;
-        }
+        if constexpr (GRAD) s += dz;
     };
     lane_sums<T>(0, t, term, loss, slope);
     lane_sums<T>(t + 1, C, term, loss, slope);
-    // 0.0 - s, not -s: +0 where no term is active, as torch's sum starting at 0
-    if constexpr (GRAD) g[t] = (k * T(0.0 - pairwise_sum(slope, LANES))) * wt;
+    if constexpr (GRAD) {
+        // A loop of its own over the row (in L1 by now): stores in the loop
+        // above would keep its lane sums in memory, a store-to-load round trip
+        // per vector.  (g[t] gets a value here, replaced below.)
+        for (index i = 0; i < C; ++i) {
+            T dz;
+            hinge<P>(a + x[i], dz);
+            g[i] = (k * dz) * wt;
+        }
+        // 0.0 - s, not -s: +0 where no term is active, as torch's sum starting at 0
+        g[t] = (k * T(0.0 - pairwise_sum(slope, LANES))) * wt;
+    }
     return w * pairwise_sum(loss, LANES) / double(C);
 }
 
