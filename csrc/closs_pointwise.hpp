@@ -493,8 +493,7 @@ CLOSS_MULTIVERSION(count_outside_f32_fn, below_zero_f32, (count_outside<float, t
 CLOSS_MULTIVERSION(count_outside_f64_fn, below_zero_f64, (count_outside<double, true>))
 
 // The index of the first of x[0..n) outside [0, 1] (or below 0 with
-// LOW_ONLY), or -1: chunks of CHUNK entries counted on `threads` threads, then
-// the first chunk with an entry outside searched.
+// LOW_ONLY), or -1, counted per instruction set and over threads.
 template <class T, bool LOW_ONLY>
 index first_outside(const T* x, index n, int threads) {
     using fn = index(const T*, index);
@@ -505,18 +504,8 @@ index first_outside(const T* x, index n, int threads) {
     else
         count = LOW_ONLY ? below_zero_f64_for(closs_isa_selected())
                          : outside_unit_f64_for(closs_isa_selected());
-    const index nchunks = chunk_count(n);
-    std::vector<char> any(nchunks, 0);
-    const double outside = sum_chunks(nchunks, threads, [&](index k) {
-        const index lo = k * CHUNK, m = std::min(CHUNK, n - lo);
-        any[k] = count(x + lo, m) != 0;
-        return double(any[k]);
-    });
-    if (outside == 0.0) return -1;
-    for (index k = 0;; ++k)
-        if (any[k])
-            for (index i = k * CHUNK;; ++i)
-                if (count_outside<T, LOW_ONLY>(x + i, 1)) return i;
+    return first_flagged(n, threads, [&](index lo, index m) { return count(x + lo, m); },
+                         [&](index i) { return count_outside<T, LOW_ONLY>(x + i, 1) != 0; });
 }
 
 template <class T>

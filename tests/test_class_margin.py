@@ -1174,3 +1174,26 @@ def test_docstring_examples(obj):
         runner.run(t)
     result = runner.summarize(verbose=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_first_bad_target_found_past_the_first_chunks(threads):
+    """The targets' check counts chunks of 4096 on threads, then searches the first
+    flagged chunk: the error names the first bad target, wherever it is."""
+    rows, classes = 8000, 10  # 80000 targets: two threads' worth
+    x = np.zeros((rows, classes))
+    t = np.full((rows, classes), -1, np.int64)
+    t[:, 0] = 1
+    t.reshape(-1)[25_007] = 11  # chunk 6
+    t.reshape(-1)[70_000] = -5  # a later one, on the other thread
+    old = closs.get_num_threads()
+    closs.set_num_threads(threads)
+    try:
+        with pytest.raises(IndexError, match=r"got 11 "):
+            CF.multilabel_margin_loss(x, t)
+        labels = np.ones(rows * 10, np.int64)
+        labels[40_001], labels[79_000] = 10, 12
+        with pytest.raises(IndexError, match=r"got 10 "):
+            CF.multi_margin_loss(np.zeros((rows * 10, classes)), labels)
+    finally:
+        closs.set_num_threads(old)

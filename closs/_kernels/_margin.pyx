@@ -44,6 +44,9 @@ cdef extern from "closs_margin.hpp" namespace "closs":
     double margin_sweep[T](double (*chunk)(const MarginArgs[T]&, index, index) noexcept nogil,
                            const MarginArgs[T]& p, int threads) except + nogil
 
+    index first_out_of_range_c "closs::first_out_of_range"(
+        const int64_t* t, index n, int64_t low, int64_t high, int threads) except + nogil
+
 cdef extern from "closs_isa.hpp":
     int closs_isa_selected()
 
@@ -58,25 +61,17 @@ cdef chunk_f32_t* chunk_f32 = margin_f32_for(closs_isa_selected())
 cdef chunk_f64_t* chunk_f64 = margin_f64_for(closs_isa_selected())
 
 
-cdef Py_ssize_t first_outside(const int64_t* t, Py_ssize_t n, int64_t low,
-                              int64_t high) noexcept nogil:
-    cdef Py_ssize_t i, inside = 0
-    for i in range(n):  # branch-free, so it vectorises
-        inside += (t[i] >= low) & (t[i] < high)
-    if inside == n:
-        return -1
-    for i in range(n):
-        if t[i] < low or t[i] >= high:
-            return i
-    return -1
-
-
 def first_out_of_range(cnp.ndarray[int64_t, ndim=1, mode="c"] target, int64_t low,
                        int64_t high):
-    """The position of the first entry of target outside [low, high), or -1."""
-    if target.shape[0] == 0:
+    """The position of the first entry of target outside [low, high), or -1
+    (counted per instruction set and over threads, without the GIL)."""
+    cdef Py_ssize_t n = target.shape[0], bad
+    if n == 0:
         return -1
-    return first_outside(&target[0], target.shape[0], low, high)
+    cdef int threads = threads_for(n, GRAIN)
+    with nogil:
+        bad = first_out_of_range_c(&target[0], n, low, high, threads)
+    return bad
 
 
 cdef class Operands:
