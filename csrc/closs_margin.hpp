@@ -190,27 +190,6 @@ inline double multilabel_row(const MarginArgs<T>& p, index r, MultilabelScratch<
 }
 
 
-// How many of t[0..n) lie outside [low, high): integer sums, so the loop
-// vectorises (64-bit compares from AVX2 on).
-inline index count_out_of_range(const std::int64_t* t, index n, std::int64_t low,
-                                std::int64_t high) {
-    index outside = 0;
-    for (index i = 0; i < n; ++i) outside += index(t[i] < low) | index(t[i] >= high);
-    return outside;
-}
-
-using count_range_fn = index(const std::int64_t*, index, std::int64_t, std::int64_t);
-CLOSS_MULTIVERSION(count_range_fn, count_out_of_range_isa, count_out_of_range)
-
-// The targets' check (MultiMargin: one per row; MultiLabelMargin: a row of C):
-// the index of the first of t[0..n) outside [low, high), or -1.
-inline index first_out_of_range(const std::int64_t* t, index n, std::int64_t low,
-                                std::int64_t high, int threads) {
-    count_range_fn* count = count_out_of_range_isa_for(closs_isa_selected());
-    return first_flagged(n, threads, [&](index lo, index m) { return count(t + lo, m, low, high); },
-                         [&](index i) { return t[i] < low || t[i] >= high; });
-}
-
 inline index margin_rows_per_chunk(index classes) {
     return std::max<index>(1, ROW_CHUNK_ELEMENTS / std::max<index>(1, classes));
 }

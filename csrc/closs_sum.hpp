@@ -75,25 +75,6 @@ double sum_chunks(index nchunks, int threads, const Chunk& chunk) {
     return pairwise_sum(partials.data(), nchunks);
 }
 
-// The input checks' search: the first i in [0, n) with bad(i), or -1.
-// count(lo, m) says how many of [lo, lo + m) are bad (a branch-free count, so
-// it vectorises); the chunks are counted on `threads` threads, then the first
-// chunk with a bad entry is searched.
-template <class Count, class Bad>
-index first_flagged(index n, int threads, const Count& count, const Bad& bad) {
-    const index nchunks = chunk_count(n);
-    std::vector<char> any(nchunks, 0);
-    const double flagged = sum_chunks(nchunks, threads, [&](index k) {
-        any[k] = count(k * CHUNK, std::min(CHUNK, n - k * CHUNK)) != 0;
-        return double(any[k]);
-    });
-    if (flagged == 0.0) return -1;
-    for (index k = 0;; ++k)
-        if (any[k])
-            for (index i = k * CHUNK;; ++i)
-                if (bad(i)) return i;
-}
-
 // Units [0, units) (rows, tiles, batch entries) in chunks of per_chunk units,
 // the last possibly shorter, summed by sum_chunks: range(lo, hi) returns the
 // sum over units [lo, hi).  per_chunk must depend on the shapes only.

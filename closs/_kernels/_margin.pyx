@@ -44,6 +44,7 @@ cdef extern from "closs_margin.hpp" namespace "closs":
     double margin_sweep[T](double (*chunk)(const MarginArgs[T]&, index, index) noexcept nogil,
                            const MarginArgs[T]& p, int threads) except + nogil
 
+cdef extern from "closs_checks.hpp" namespace "closs":
     index first_out_of_range_c "closs::first_out_of_range"(
         const int64_t* t, index n, int64_t low, int64_t high, int threads) except + nogil
 

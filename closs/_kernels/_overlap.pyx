@@ -46,6 +46,10 @@ cdef extern from "closs_overlap.hpp" namespace "closs":
     double overlap_run[T](double (*unit)(const OverlapArgs[T]&, index) noexcept nogil,
                           const OverlapArgs[T]& p, int threads) except + nogil
 
+cdef extern from "closs_checks.hpp" namespace "closs":
+    index first_out_of_range(const int64_t* t, index n, int64_t low, int64_t high,
+                             int threads) except + nogil
+
 cdef extern from "closs_isa.hpp":
     int closs_isa_selected()
 
@@ -65,20 +69,19 @@ cdef unit_f64_t* unit_f64 = overlap_f64_for(closs_isa_selected())
 # ----------------------------------------------------------------------------------
 
 ctypedef fused label_t:
-    int64_t
     float
     double
 
 
 cdef Py_ssize_t first_bad_label(const label_t* v, int64_t* out, Py_ssize_t n,
                                 Py_ssize_t classes) noexcept nogil:
-    """The index of the first label that is not a whole number in [0, classes),
-    or -1; float labels are converted into out on the way."""
+    """The index of the first float label that is not a whole number in
+    [0, classes), or -1; the labels are converted into out on the way."""
     cdef Py_ssize_t i, inside = 0
     cdef int64_t w
     for i in range(n):  # branch-free count, so it vectorises; NaN is outside too
         inside += (v[i] >= 0) & (v[i] < classes)
-    if inside == n and label_t is not int64_t:
+    if inside == n:
         for i in range(n):
             w = <int64_t> v[i]  # in range, so the conversion is defined
             out[i] = w
@@ -106,9 +109,10 @@ def labels_as_int64(cnp.ndarray labels, Py_ssize_t classes):
                                 cnp.NPY_INT64, 0)
     cdef int64_t* o = <int64_t*> cnp.PyArray_DATA(out)
     cdef void* v = cnp.PyArray_DATA(labels)
+    cdef int threads = threads_for(n, GRAIN)
     with nogil:
         if kind == cnp.NPY_INT64:
-            bad = first_bad_label(<const int64_t*> v, o, n, classes)
+            bad = first_out_of_range(<const int64_t*> v, n, 0, classes, threads)
         elif kind == cnp.NPY_FLOAT32:
             bad = first_bad_label(<const float*> v, o, n, classes)
         else:

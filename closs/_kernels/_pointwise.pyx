@@ -48,6 +48,7 @@ cdef extern from "closs_pointwise.hpp" namespace "closs":
     double pointwise_sweep[T](double (*chunk)(const PointwiseArgs[T]&, index, index) noexcept nogil,
                               const PointwiseArgs[T]& p, int threads) except + nogil
 
+cdef extern from "closs_checks.hpp" namespace "closs":
     index first_outside_unit[T](const T* x, index n, int threads) except + nogil
     index first_negative[T](const T* x, index n, int threads) except + nogil
 
