@@ -1489,13 +1489,20 @@ def _single_channel(option):
     warnings.warn(f"single channel prediction, `{option}` ignored.", UserWarning, stacklevel=4)
 
 
+_INT64 = np.dtype(np.int64)  # the native one
+
+
 def _overlap_labels(target, x):
     """to_onehot_y: labels of shape (B, 1, spatial...) as a C-contiguous int64 array,
     each a whole number in [0, C)."""
     t = target if type(target) is np.ndarray else np.asarray(target)
-    if t.dtype.kind not in "biuf":
-        raise TypeError(f"target: expected class labels (integers, or floats holding whole "
-                        f"numbers) with to_onehot_y=True, got {_v._describe(t)}")
+    labels = t
+    if t.dtype is not _INT64:  # native int64 labels go to the check as they are
+        if t.dtype.kind not in "biuf":
+            raise TypeError(f"target: expected class labels (integers, or floats holding "
+                            f"whole numbers) with to_onehot_y=True, got {_v._describe(t)}")
+        labels = (_v.float_array(t, "target") if t.dtype.kind == "f" else
+                  t.astype(np.int64))
     expected = (x.shape[0], 1) + x.shape[2:]
     if t.shape != expected:
         if t.ndim >= 2 and t.shape[1] != 1:
@@ -1505,10 +1512,6 @@ def _overlap_labels(target, x):
             why = f"ground truth has different shape {onehot} from input {x.shape}"
         raise ValueError(f"target: expected labels of shape {expected} with to_onehot_y=True "
                          f"({why}), got {t.shape}")
-    if t.dtype.kind == "f":
-        labels = _v.float_array(t, "target")
-    else:
-        labels = t if t.dtype == np.int64 and t.dtype.isnative else t.astype(np.int64)
     labels, bad = _overlap.labels_as_int64(_v.contiguous(labels), x.shape[1])
     if bad >= 0:
         raise _v.LabelError(f"target: expected class labels that are whole numbers in "

@@ -39,20 +39,27 @@
 //    gradient, is bit-identical for any thread count.
 // 2. overlap_finish turns the sums into the losses and the two gradient
 //    coefficients per (b, c): a few B*C numbers.
-// 3. Sweep 2 (gradient only) reads x and g again and writes the gradient once.
-//    Each element's gradient needs the final sums of its (b, c), which exist
-//    only after sweep 1 has read every element, so two reads of the input is
-//    the floor.  (Keeping p from sweep 1 in the gradient buffer would replace
-//    the second read of x by a write and a read of p: one more pass over
-//    memory, to save recomputing the activation.)
+// 3. Sweep 2 (gradient only) reads x (or p) and g again and writes the
+//    gradient once.  Each element's gradient needs the final sums of its
+//    (b, c), which exist only after sweep 1 has read every element, so two
+//    reads of the input is the floor.  With softmax, sweep 1 leaves p in the
+//    gradient buffer and sweep 2 reads it back instead of x: one more write
+//    over memory, but no second exp per element, which costs more (measured:
+//    16x4x400x400 value+grad 20% faster at every size, 1 and 2 threads).
+//    Sigmoid recomputes: p' = p (1 - p) from a stored p would lose p''s
+//    relative accuracy where p is near 1.
 // 4. Within a unit, positions go OV_TILE at a time: the activation of every
 //    channel of a tile is computed into a small buffer (softmax needs all C
 //    channels of a position), so the loops run along positions and vectorise
-//    whatever C is.
+//    whatever C is.  Entries of at most OV_TILE / 2 positions are packed
+//    several to a tile.  The lane sums are written with vector types
+//    (Lanes, closs_sum.hpp), which GCC compiles to whole registers where its
+//    own vectoriser produced lane-by-lane shuffles (16x4x4x4: 2x faster).
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -85,6 +92,7 @@ struct OverlapArgs {
     index chunk, chunks;           // positions per piece; pieces per batch entry
     index group;                   // entries per unit (1 unless chunks = 1)
     int pass;                      // 1: sums, 2: gradient
+    bool keep_p;                   // sweep 1 stores p in grad for sweep 2 (softmax)
     double* partials;              // sweep 1 out: [3][scored channel][b][unit of b]
     const T* coef_g;               // sweep 2 in: (batch, classes) dL/dI ...
     const T* coef_p;               // ... and dL/dP (times 2 if squared), 0 where unscored
@@ -143,147 +151,211 @@ inline void overlap_activate(const T* __restrict x, index C, index S, index L, T
     }
 }
 
-// The target of channel c at position j of a tile.
+// Channel c, positions [s, s + L) of the n entries from b of a (B, C, S)
+// array, packed at buf[c * OV_TILE + e * L + j] (n L <= OV_TILE) ...
 template <class T>
-struct DenseTarget {
-    const T* t;  // the tile's channel 0
-    index S;
-    T operator()(index c, index j) const { return t[c * S + j]; }
-};
+inline void overlap_gather(const T* a, index C, index S, index b, index n, index s, index L,
+                           T* __restrict buf) {
+    for (index e = 0; e < n; ++e)
+        for (index c = 0; c < C; ++c) {
+            const T* __restrict from = a + ((b + e) * C + c) * S + s;
+            T* __restrict to = buf + c * OV_TILE + e * L;
+            for (index j = 0; j < L; ++j) to[j] = from[j];
+        }
+}
 
+// ... and back.
 template <class T>
-struct LabelTarget {
-    const std::int64_t* t;  // the tile's labels
-    T operator()(index c, index j) const { return vselect(t[j] == c, T(1), T(0)); }
-};
+inline void overlap_scatter(const T* buf, index C, index S, index b, index n, index s, index L,
+                            T* a) {
+    for (index e = 0; e < n; ++e)
+        for (index c = 0; c < C; ++c) {
+            const T* __restrict from = buf + c * OV_TILE + e * L;
+            T* __restrict to = a + ((b + e) * C + c) * S + s;
+            for (index j = 0; j < L; ++j) to[j] = from[j];
+        }
+}
 
-// Sweep 1 over positions [s0, s1) of entry b, piece k of it: the three sums
-// of each scored channel into the partials.
-template <class T, int ACT, bool SQ, class Target>
-inline void overlap_sums(const OverlapArgs<T>& p, index b, index k, index s0, index s1,
-                         const Target& target_of_tile, T* pbuf, double* acc) {
-    const index C = p.classes, S = p.spatial, first = p.first, scored = C - first;
-    const T* x = p.x + b * C * S;
-    for (index s = s0; s < s1; s += OV_TILE) {
-        const index L = std::min(OV_TILE, s1 - s);
-        if constexpr (ACT != OV_NONE)
-            overlap_activate<ACT, false>(x + s, C, S, L, pbuf, (T*)nullptr);
-        const auto g = target_of_tile(b, s);
-        for (index c = first; c < C; ++c) {
-            const T* __restrict pc = ACT == OV_NONE ? x + c * S + s : pbuf + c * OV_TILE;
-            // A lane adds at most OV_TILE / LANES = 4 terms in T, then joins the
-            // channel's double accumulator: a quarter of the conversions, and
-            // for float32 still far more accurate than a float32 pairwise sum.
-            T tI[LANES] = {}, tP[LANES] = {}, tG[LANES] = {};
-            auto add = [&](int l, T pv, T gv) {
-                tI[l] += pv * gv;
-                tP[l] += SQ ? pv * pv : pv;
-                tG[l] += SQ ? gv * gv : gv;
-            };
-            index j = 0;
-            for (; j + LANES <= L; j += LANES)
-                for (int l = 0; l < LANES; ++l) add(l, pc[j + l], g(c, j + l));
-            if (j < L) {  // the last few positions, zero-padded to LANES
-                T pt[LANES] = {}, gt[LANES] = {};
-                for (index l = 0; j + l < L; ++l) {
-                    pt[l] = pc[j + l];
-                    gt[l] = g(c, j + l);
-                }
-                for (int l = 0; l < LANES; ++l) add(l, pt[l], gt[l]);
+template <class V, class T>
+inline void lanes_load(V& v, const T* from) {
+    std::memcpy(&v, from, sizeof v);
+}
+
+// Sweep 1, one entry's L positions of a tile: p and g of channel c, position
+// j at pe[c * ps + j] and ge[c * gs + j]; adds the three sums of each scored
+// channel to its LANES accumulators in acc (the entry's first tile sets
+// them).  An entry of one tile (whole: first and last) goes straight to
+// `sums`, its three sums per scored channel, as overlap_sums_done would.
+template <class T, bool SQ>
+inline void overlap_sums(index first, index C, index L, const T* pe, index ps, const T* ge,
+                         index gs, bool first_tile, bool whole, double* acc, double* sums) {
+    using V = typename Lanes<T>::type;
+    using VD = LanesD;
+    for (index c = first; c < C; ++c) {
+        const T* pc = pe + c * ps;
+        const T* gc = ge + c * gs;
+        // A lane adds at most OV_TILE / LANES = 4 terms in T, then joins the
+        // channel's double accumulator: a quarter of the conversions, and
+        // for float32 still far more accurate than a float32 pairwise sum.
+        V tI = {}, tP = {}, tG = {};
+        auto add = [&](const V& pv, const V& gv) {
+            tI += pv * gv;
+            tP += SQ ? pv * pv : pv;
+            tG += SQ ? gv * gv : gv;
+        };
+        index j = 0;
+        for (; j + LANES <= L; j += LANES) {
+            V pv, gv;
+            lanes_load(pv, pc + j);
+            lanes_load(gv, gc + j);
+            add(pv, gv);
+        }
+        if (j < L) {  // the last few positions, zero-padded to LANES (in registers:
+                      // lane stores then a vector load would stall the load)
+            V pt = {}, gt = {}, lane = {};
+            for (int l = 0; l < LANES; ++l) lane[l] = T(l);
+            for (index l = 0; j + l < L; ++l) {
+                pt = lane == T(l) ? pt + pc[j + l] : pt;
+                gt = lane == T(l) ? gt + gc[j + l] : gt;
             }
-            double* slot = acc + 3 * (c - first) * LANES;
-            if (s == s0)  // the first tile sets the slots
-                for (int l = 0; l < LANES; ++l) {
-                    slot[l] = double(tI[l]);
-                    slot[LANES + l] = double(tP[l]);
-                    slot[2 * LANES + l] = double(tG[l]);
-                }
-            else
-                for (int l = 0; l < LANES; ++l) {
-                    slot[l] += double(tI[l]);
-                    slot[LANES + l] += double(tP[l]);
-                    slot[2 * LANES + l] += double(tG[l]);
-                }
+            add(pt, gt);
+        }
+        VD d[3] = {__builtin_convertvector(tI, VD), __builtin_convertvector(tP, VD),
+                   __builtin_convertvector(tG, VD)};
+        if (whole) {
+            for (int q = 0; q < 3; ++q) sums[3 * (c - first) + q] = lanes_total(d[q]);
+            continue;
+        }
+        double* slot = acc + 3 * (c - first) * LANES;
+        for (int q = 0; q < 3; ++q) {
+            VD v = d[q];
+            if (!first_tile) {
+                lanes_load(v, slot + q * LANES);
+                v += d[q];
+            }
+            std::memcpy(slot + q * LANES, &v, sizeof v);
         }
     }
+}
+
+// Entry b's piece k: its three sums per scored channel, from its
+// accumulators (acc) or already summed (sums), into the partials.
+template <class T>
+inline void overlap_sums_done(const OverlapArgs<T>& p, index b, index k, const double* acc,
+                              const double* sums) {
+    const index scored = p.classes - p.first;
     for (index q = 0; q < 3; ++q)
         for (index c = 0; c < scored; ++c)
             p.partials[((q * scored + c) * p.batch + b) * p.chunks + k] =
-                lanes_total(acc + (3 * c + q) * LANES);
+                acc ? lanes_total(acc + (3 * c + q) * LANES) : sums[3 * c + q];
 }
 
-// Sweep 2 over positions [s0, s1) of entry b: the gradient w.r.t. x.
-template <class T, int ACT, bool SQ, class Target>
-inline void overlap_grad(const OverlapArgs<T>& p, index b, index s0, index s1,
-                         const Target& target_of_tile, T* pbuf, T* dbuf) {
+// Sweep 2, one entry's L positions [s, s + L) of a tile (p, g and, for
+// sigmoid, p' as in overlap_sums, p' at de[c * ps + j]): the gradient w.r.t. x.
+template <class T, int ACT, bool SQ>
+inline void overlap_grad(const OverlapArgs<T>& p, index b, index s, index L, const T* pe,
+                         const T* de, index ps, const T* ge, index gs) {
     const index C = p.classes, S = p.spatial, first = p.first;
-    const T* x = p.x + b * C * S;
-    T* out = p.grad + b * C * S;
+    T* out = p.grad + b * C * S + s;
     const T* cg = p.coef_g + b * C;
     const T* cp = p.coef_p + b * C;
     T dot[OV_TILE];
-    for (index s = s0; s < s1; s += OV_TILE) {
-        const index L = std::min(OV_TILE, s1 - s);
-        if constexpr (ACT != OV_NONE)
-            overlap_activate<ACT, ACT == OV_SIGMOID>(x + s, C, S, L, pbuf, dbuf);
-        const auto g = target_of_tile(b, s);
-        if constexpr (ACT == OV_SOFTMAX)
-            for (index j = 0; j < L; ++j) dot[j] = T(0);
-        for (index c = 0; c < C; ++c) {
-            const T* __restrict pc = ACT == OV_NONE ? x + c * S + s : pbuf + c * OV_TILE;
-            const T* __restrict dc = ACT == OV_SIGMOID ? dbuf + c * OV_TILE : nullptr;
-            T* __restrict o = out + c * S + s;
-            auto emit = [&](index j, T d) {  // d = dL/dp, through the activation
-                if constexpr (ACT == OV_NONE) o[j] = d;
-                if constexpr (ACT == OV_SIGMOID) o[j] = d * dc[j];
-                if constexpr (ACT == OV_SOFTMAX) {
-                    o[j] = d;
-                    dot[j] += pc[j] * d;
-                }
-            };
-            if (c < first) {  // unscored: d = 0 (0 * p' stays NaN at a NaN logit, as torch)
-                for (index j = 0; j < L; ++j) emit(j, T(0));
-                continue;
+    if constexpr (ACT == OV_SOFTMAX)
+        for (index j = 0; j < L; ++j) dot[j] = T(0);
+    for (index c = 0; c < C; ++c) {
+        const T* __restrict pc = pe + c * ps;
+        const T* __restrict dc = ACT == OV_SIGMOID ? de + c * ps : nullptr;
+        const T* __restrict gc = ge + c * gs;
+        T* __restrict o = out + c * S;
+        auto emit = [&](index j, T d) {  // d = dL/dp, through the activation
+            if constexpr (ACT == OV_NONE) o[j] = d;
+            if constexpr (ACT == OV_SIGMOID) o[j] = d * dc[j];
+            if constexpr (ACT == OV_SOFTMAX) {
+                o[j] = d;
+                dot[j] += pc[j] * d;
             }
-            const T a = cg[c], e = cp[c];
-            for (index j = 0; j < L; ++j) emit(j, a * g(c, j) + (SQ ? e * pc[j] : e));
+        };
+        if (c < first) {  // unscored: d = 0 (0 * p' stays NaN at a NaN logit, as torch)
+            for (index j = 0; j < L; ++j) emit(j, T(0));
+            continue;
         }
-        if constexpr (ACT == OV_SOFTMAX)
-            for (index c = 0; c < C; ++c) {
-                const T* __restrict pc = pbuf + c * OV_TILE;
-                T* __restrict o = out + c * S + s;
-                for (index j = 0; j < L; ++j) o[j] = pc[j] * (o[j] - dot[j]);
-            }
+        const T a = cg[c], e = cp[c];
+        for (index j = 0; j < L; ++j) emit(j, a * gc[j] + (SQ ? e * pc[j] : e));
     }
+    if constexpr (ACT == OV_SOFTMAX)
+        for (index c = 0; c < C; ++c) {
+            const T* __restrict pc = pe + c * ps;
+            T* __restrict o = out + c * S;
+            for (index j = 0; j < L; ++j) o[j] = pc[j] * (o[j] - dot[j]);
+        }
 }
 
 // Unit u is piece u % chunks (of `chunk` positions) of entry u / chunks, or,
 // when an entry is one piece (chunks = 1), the `group` entries from u * group.
-template <class T, int ACT, bool SQ, class Target>
-inline void overlap_pass(const OverlapArgs<T>& p, index u, const Target& target_of_tile) {
-    const index k = u % p.chunks, b0 = u / p.chunks * p.group;
-    const index s0 = k * p.chunk, s1 = std::min(p.spatial, s0 + p.chunk);
-    const index tile = p.classes * OV_TILE;  // the activation of every channel of a tile
-    std::vector<T> pbuf(ACT == OV_NONE ? 0 : tile), dbuf(ACT == OV_SIGMOID ? tile : 0);
-    std::vector<double> acc(p.pass == 1 ? 3 * p.classes * LANES : 0);
-    for (index b = b0; b < std::min(p.batch, b0 + p.group); ++b) {
-        if (p.pass == 1)
-            overlap_sums<T, ACT, SQ>(p, b, k, s0, s1, target_of_tile, pbuf.data(), acc.data());
-        else
-            overlap_grad<T, ACT, SQ>(p, b, s0, s1, target_of_tile, pbuf.data(), dbuf.data());
-    }
-}
-
+// A tile is OV_TILE positions of one entry, or several whole entries of at
+// most OV_TILE / 2 positions packed together, so that the loops over a
+// tile's positions run as long as a large entry's.  The activation (p) and a
+// label target (g_c = [label == c]) are made per tile in small buffers.
 template <class T, int ACT, bool SQ>
-inline void overlap_unit_target(const OverlapArgs<T>& p, index u) {
-    if (p.labels) {
-        overlap_pass<T, ACT, SQ>(p, u, [&p](index b, index s) {
-            return LabelTarget<T>{p.labels + b * p.spatial + s};
-        });
-    } else {
-        overlap_pass<T, ACT, SQ>(p, u, [&p](index b, index s) {
-            return DenseTarget<T>{p.target + b * p.classes * p.spatial + s, p.spatial};
-        });
+inline void overlap_pass(const OverlapArgs<T>& p, index u) {
+    const index C = p.classes, S = p.spatial, CS = C * S;
+    const index k = u % p.chunks, b0 = u / p.chunks * p.group;
+    const index b1 = std::min(p.batch, b0 + p.group);
+    const index s0 = k * p.chunk, s1 = std::min(S, s0 + p.chunk);
+    const index per_tile = S <= OV_TILE / 2 ? OV_TILE / std::max<index>(S, 1) : 1;
+    const bool sums = p.pass == 1, act = ACT != OV_NONE, dense = p.labels == nullptr;
+    const index tile = C * OV_TILE;  // every channel of a tile
+    std::vector<T> xbuf(act && per_tile > 1 ? tile : 0), pbuf(act ? tile : 0),
+        dbuf(ACT == OV_SIGMOID ? tile : 0), gbuf(!dense || per_tile > 1 ? tile : 0);
+    std::vector<double> acc(sums ? 3 * C * LANES : 0), totals(sums ? 3 * C : 0);
+    for (index b = b0; b < b1; b += per_tile) {
+        const index n = std::min(per_tile, b1 - b);
+        for (index s = s0; s < s1; s += OV_TILE) {
+            const index L = std::min(OV_TILE, s1 - s);  // per entry
+            if (act && !sums && p.keep_p) {  // sweep 1 left p in the gradient
+                overlap_gather(p.grad, C, S, b, n, s, L, pbuf.data());
+            } else if (act) {
+                const T* src = p.x + b * CS + s;
+                index stride = S;
+                if (n > 1) {
+                    overlap_gather(p.x, C, S, b, n, s, L, xbuf.data());
+                    src = xbuf.data();
+                    stride = OV_TILE;
+                }
+                if (sums)
+                    overlap_activate<ACT, false>(src, C, stride, n * L, pbuf.data(), (T*)nullptr);
+                else
+                    overlap_activate<ACT, ACT == OV_SIGMOID>(src, C, stride, n * L, pbuf.data(),
+                                                             dbuf.data());
+                if (sums && p.keep_p) overlap_scatter(pbuf.data(), C, S, b, n, s, L, p.grad);
+            }
+            // g of entry e at ge(e)[c * gs + j]: the target itself, or the tile's copy
+            const bool direct = dense && n == 1;
+            if (!dense) {
+                const std::int64_t* __restrict lab = p.labels + b * S + s;  // n L in a row
+                for (index c = 0; c < C; ++c)
+                    for (index j = 0; j < n * L; ++j)
+                        gbuf[c * OV_TILE + j] = vselect(lab[j] == c, T(1), T(0));
+            } else if (n > 1) {
+                overlap_gather(p.target, C, S, b, n, s, L, gbuf.data());
+            }
+            const index gs = direct ? S : OV_TILE, ps = act ? OV_TILE : S;
+            for (index e = 0; e < n; ++e) {
+                const T* pe = act ? pbuf.data() + e * L : p.x + (b + e) * CS + s;
+                const T* ge = direct ? p.target + b * CS + s : gbuf.data() + e * L;
+                if (sums) {
+                    const bool whole = s == s0 && s + OV_TILE >= s1;
+                    overlap_sums<T, SQ>(p.first, C, L, pe, ps, ge, gs, s == s0, whole,
+                                        acc.data(), totals.data());
+                    if (s + OV_TILE >= s1)
+                        overlap_sums_done(p, b + e, k, whole ? nullptr : acc.data(),
+                                          totals.data());
+                } else {
+                    const T* de = ACT == OV_SIGMOID ? dbuf.data() + e * L : nullptr;
+                    overlap_grad<T, ACT, SQ>(p, b + e, s, L, pe, de, ps, ge, gs);
+                }
+            }
+        }
     }
 }
 
@@ -291,12 +363,12 @@ inline void overlap_unit_target(const OverlapArgs<T>& p, index u) {
 template <class T>
 double overlap_unit(const OverlapArgs<T>& p, index u) {
     switch (p.act * 2 + (p.squared ? 1 : 0)) {
-        case 0: overlap_unit_target<T, OV_NONE, false>(p, u); break;
-        case 1: overlap_unit_target<T, OV_NONE, true>(p, u); break;
-        case 2: overlap_unit_target<T, OV_SIGMOID, false>(p, u); break;
-        case 3: overlap_unit_target<T, OV_SIGMOID, true>(p, u); break;
-        case 4: overlap_unit_target<T, OV_SOFTMAX, false>(p, u); break;
-        default: overlap_unit_target<T, OV_SOFTMAX, true>(p, u); break;
+        case 0: overlap_pass<T, OV_NONE, false>(p, u); break;
+        case 1: overlap_pass<T, OV_NONE, true>(p, u); break;
+        case 2: overlap_pass<T, OV_SIGMOID, false>(p, u); break;
+        case 3: overlap_pass<T, OV_SIGMOID, true>(p, u); break;
+        case 4: overlap_pass<T, OV_SOFTMAX, false>(p, u); break;
+        default: overlap_pass<T, OV_SOFTMAX, true>(p, u); break;
     }
     return 0.0;
 }
@@ -306,34 +378,35 @@ using overlap_f64_fn = double(const OverlapArgs<double>&, index);
 CLOSS_MULTIVERSION(overlap_f32_fn, overlap_f32, overlap_unit<float>)
 CLOSS_MULTIVERSION(overlap_f64_fn, overlap_f64, overlap_unit<double>)
 
-// The sums of entry e, then its loss and gradient coefficients (step 2 of the
-// design).  Returns the sum of the weighted losses over the entries.
+// The sums of each entry (b, c), then its loss and gradient coefficients
+// (step 2 of the design).  Returns the sum of the weighted losses.
 template <class T>
 double overlap_finish(const OverlapArgs<T>& p, std::vector<T>& coef_g, std::vector<T>& coef_p) {
     const index C = p.classes, scored = C - p.first, B = p.batch;
-    const index entries = p.batch_sum ? scored : B * scored;
     const index run = p.batch_sum ? B * p.chunks : p.chunks;  // partials per entry and sum
-    std::vector<double> losses(entries);
-    for (index e = 0; e < entries; ++e) {
-        const index c = e % scored, b = p.batch_sum ? 0 : e / scored;
-        double sums[3];
-        for (index q = 0; q < 3; ++q)
-            sums[q] = pairwise_sum(p.partials + ((q * scored + c) * B + b) * p.chunks, run);
-        double dI, dP;
-        const double w = p.weight ? p.weight[c] : 1.0;
-        losses[e] = w * overlap_score(p, sums[0], sums[1], sums[2], dI, dP);
-        if (p.loss) p.loss[e] = T(losses[e]);
-        if (p.grad) {
-            const double up = p.grad_output ? p.gscale * double(p.grad_output[e]) : p.gscale;
-            const double scale = w * up;
-            const T ci = T(scale * dI), cq = T(scale * dP * (p.squared ? 2.0 : 1.0));
-            for (index bb = p.batch_sum ? 0 : b; bb < (p.batch_sum ? B : b + 1); ++bb) {
-                coef_g[bb * C + p.first + c] = ci;
-                coef_p[bb * C + p.first + c] = cq;
+    std::vector<double> losses((p.batch_sum ? 1 : B) * scored);
+    for (index b = 0, e = 0; b < (p.batch_sum ? 1 : B); ++b)
+        for (index c = 0; c < scored; ++c, ++e) {
+            double sums[3];
+            for (index q = 0; q < 3; ++q) {
+                const double* v = p.partials + ((q * scored + c) * B + b) * p.chunks;
+                sums[q] = run == 1 ? v[0] : pairwise_sum(v, run);
+            }
+            double dI, dP;
+            const double w = p.weight ? p.weight[c] : 1.0;
+            losses[e] = w * overlap_score(p, sums[0], sums[1], sums[2], dI, dP);
+            if (p.loss) p.loss[e] = T(losses[e]);
+            if (p.grad) {
+                const double up = p.grad_output ? p.gscale * double(p.grad_output[e]) : p.gscale;
+                const double scale = w * up;
+                const T ci = T(scale * dI), cq = T(scale * dP * (p.squared ? 2.0 : 1.0));
+                for (index bb = p.batch_sum ? 0 : b; bb < (p.batch_sum ? B : b + 1); ++bb) {
+                    coef_g[bb * C + p.first + c] = ci;
+                    coef_p[bb * C + p.first + c] = cq;
+                }
             }
         }
-    }
-    return pairwise_sum(losses.data(), entries);
+    return pairwise_sum(losses.data(), index(losses.size()));
 }
 
 // The whole computation: sweep 1, the scores, and sweep 2 when p.grad is set.
@@ -353,6 +426,7 @@ double overlap_run(double (*unit)(const OverlapArgs<T>&, index), const OverlapAr
     const index units = p.chunks * ((p.batch + p.group - 1) / p.group);
     std::vector<double> partials(3 * (C - p.first) * p.batch * p.chunks);
     p.partials = partials.data();
+    p.keep_p = p.grad && p.act == OV_SOFTMAX;
     p.pass = 1;
     sum_chunks(units, threads, [&](index u) { return unit(p, u); });
     std::vector<T> coef_g(p.grad ? p.batch * C : 0, T(0)), coef_p(coef_g.size(), T(0));
