@@ -1503,19 +1503,20 @@ def _overlap_labels(target, x):
                             f"whole numbers) with to_onehot_y=True, got {_v._describe(t)}")
         labels = (_v.float_array(t, "target") if t.dtype.kind == "f" else
                   t.astype(np.int64))
-    expected = (x.shape[0], 1) + x.shape[2:]
-    if t.shape != expected:
-        if t.ndim >= 2 and t.shape[1] != 1:
+    shape, tshape = x.shape, t.shape
+    expected = (shape[0], 1) + shape[2:]
+    if tshape != expected:
+        if len(tshape) >= 2 and tshape[1] != 1:
             why = "labels should have a channel with length equal to one."
         else:
-            onehot = (t.shape + (1,))[:1] + (x.shape[1],) + t.shape[2:]
-            why = f"ground truth has different shape {onehot} from input {x.shape}"
+            onehot = (tshape + (1,))[:1] + (shape[1],) + tshape[2:]
+            why = f"ground truth has different shape {onehot} from input {shape}"
         raise ValueError(f"target: expected labels of shape {expected} with to_onehot_y=True "
-                         f"({why}), got {t.shape}")
-    labels, bad = _overlap.labels_as_int64(_v.contiguous(labels), x.shape[1])
+                         f"({why}), got {tshape}")
+    labels, bad = _overlap.labels_as_int64(_v.contiguous(labels), shape[1])
     if bad >= 0:
         raise _v.LabelError(f"target: expected class labels that are whole numbers in "
-                          f"[0, {x.shape[1]}) with to_onehot_y=True, got "
+                          f"[0, {shape[1]}) with to_onehot_y=True, got "
                           f"{t.reshape(-1)[bad].item()!r} (index out of bounds)")
     return labels
 
@@ -1540,37 +1541,40 @@ def _overlap_class_weight(weight, scored):
 def _overlap_operands(opts, input, target):
     """Validate one call of a Dice / Tversky loss into kernel operands (MONAI's
     pipeline: activation, to_onehot_y, include_background, shape check, weight)."""
+    act, onehot, include_background, squared, batch, coefficients, weight, keep_spatial = opts
     x = _v.contiguous(_v.float_array(input, "input"))
-    if x.ndim < 3:
+    shape = x.shape
+    if len(shape) < 3:
         raise ValueError(f"input: expected shape (B, C, spatial...) with at least one spatial "
-                         f"dim, got {x.shape}")
-    classes = x.shape[1]
-    act, onehot, first = opts.act, opts.to_onehot_y, 0 if opts.include_background else 1
-    if classes == 1:
-        if act == _overlap.SOFTMAX:
-            _single_channel("softmax=True")
-            act = _overlap.NONE
-        if onehot:
-            _single_channel("to_onehot_y=True")
-            onehot = False
-        if first:
-            _single_channel("include_background=False")
-            first = 0
-    first = min(first, classes)
+                         f"dim, got {shape}")
+    classes = shape[1]
+    first = 0 if include_background else 1
+    if classes <= 1:
+        if classes == 1:
+            if act == _overlap.SOFTMAX:
+                _single_channel("softmax=True")
+                act = _overlap.NONE
+            if onehot:
+                _single_channel("to_onehot_y=True")
+                onehot = False
+            if first:
+                _single_channel("include_background=False")
+        first = 0
     y = labels = None
     if onehot:
         labels = _overlap_labels(target, x)
     else:
         y = _v.operand(target, "target", x.dtype)
-        if y.shape != x.shape:
-            raise ValueError(f"target: expected the shape of input {x.shape} (ground truth has "
-                             f"different shape {y.shape} from input {x.shape}), got {y.shape}")
+        if y.shape != shape:
+            raise ValueError(f"target: expected the shape of input {shape} (ground truth has "
+                             f"different shape {y.shape} from input {shape}), got {y.shape}")
         y = _v.contiguous(y)
     scored = classes - first
-    lead = (scored,) if opts.batch else (x.shape[0], scored)
-    loss_shape = lead + (1,) * (x.ndim - 2) if opts.keep_spatial else lead
-    return _overlap.Operands(x, y, labels, act, first, opts.squared, opts.batch,
-                             opts.coefficients, _overlap_class_weight(opts.weight, scored),
+    lead = (scored,) if batch else (shape[0], scored)
+    loss_shape = lead + (1,) * (len(shape) - 2) if keep_spatial else lead
+    if weight is not None:
+        weight = _overlap_class_weight(weight, scored)
+    return _overlap.Operands(x, y, labels, act, first, squared, batch, coefficients, weight,
                              loss_shape)
 
 
