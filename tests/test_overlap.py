@@ -408,6 +408,33 @@ def test_shapes(kind, act, shape, dtype):
         check_against_reference(kind, x, y, reduction, go, kw, dtype)
 
 
+# Entries of at most 32 positions are packed several to a tile (csrc/closs_overlap.hpp):
+# a last pack with fewer entries (5 of 4 per tile, 7 of 7), positions that are not a
+# whole number of lanes (9), and, at 1100 entries, several units of work over threads.
+PACKED_SHAPES = [(5, 3, 16), (7, 2, 3, 3), (1100, 4, 4, 4)]
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
+@pytest.mark.parametrize("shape", PACKED_SHAPES, ids=str)
+@pytest.mark.parametrize("kind", ["dice", "tversky"])
+@pytest.mark.parametrize("act", ACTS)
+def test_packed_small_entries(kind, act, shape, dtype, restore_threads):
+    """Against the references, and bit-identical on 1 and 2 threads."""
+    for onehot in (False, True):
+        rng = rng_for("packed", kind, act, shape, onehot, np.dtype(dtype).name)
+        x, y = make_inputs(rng, shape, dtype, act, onehot)
+        kw = dict(to_onehot_y=onehot, **act_kwargs(act))
+        go = random_go(rng, "none", loss_shape(kind, shape, kw), dtype)
+        runs = []
+        for threads in (1, 2):
+            closs.set_num_threads(threads)
+            crit = closs_cls(kind)(reduction="none", **kw)
+            runs.append(crit.value_and_grad(x, y, grad_output=go))
+        check_against_reference(kind, x, y, "none", go, kw, dtype)
+        assert_identical(runs[1][0], runs[0][0], "value, 2 threads")
+        assert_identical(runs[1][1], runs[0][1], "gradient, 2 threads")
+
+
 @pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
 @pytest.mark.parametrize("kind", ["dice", "tversky"])
 @pytest.mark.parametrize("smooth", [(0.0, 0.0), (0.5, 1.0), (1e-3, 0.0), (1.0, 1e-6)])
