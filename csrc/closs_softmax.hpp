@@ -58,17 +58,18 @@ inline T weight_of(const SoftmaxArgs<T>& p, index c) {
 }
 
 // The largest of v[0..n) (NaNs are skipped here and propagate through the sum
-// of exponentials).  Kept in LANES independent maxima so it vectorises.
+// of exponentials).  Kept in LANES independent maxima, a vector (Lanes): as
+// an array GCC kept them in scalar registers, 0.15 ns per float32 element.
 template <class T>
 inline T row_max(const T* __restrict v, index n) {
-    T lanes[LANES];
-    for (int j = 0; j < LANES; ++j) lanes[j] = -std::numeric_limits<T>::infinity();
+    using V = typename Lanes<T>::type;
+    V lanes = V{} - std::numeric_limits<T>::infinity();
     index i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; ++j) {  // this form becomes vmaxps
-            const T x = v[i + j], l = lanes[j];
-            lanes[j] = l < x ? x : l;
-        }
+    for (; i + LANES <= n; i += LANES) {
+        V x;
+        __builtin_memcpy(&x, v + i, sizeof(V));
+        lanes = lanes < x ? x : lanes;  // vmaxps; a NaN x is skipped
+    }
     T m = -std::numeric_limits<T>::infinity();
     for (int j = 0; j < LANES; ++j) m = lanes[j] > m ? lanes[j] : m;
     for (; i < n; ++i) m = v[i] > m ? v[i] : m;
