@@ -215,6 +215,8 @@ def deliver(grad, outs):
 
 def real_number(value, name):
     """`value` as a Python float; TypeError when it is not a real number."""
+    if type(value) is float or type(value) is int:  # fast: isinstance of an ABC is slow
+        return float(value)
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -224,6 +226,8 @@ def real_number(value, name):
 
 def integer(value, name):
     """`value` as a Python int; TypeError when it is not an integer."""
+    if type(value) is int:  # fast: isinstance of an ABC is slow
+        return value
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -246,6 +250,8 @@ def positive(value, name):
 
 
 def flag(value, name):
+    if value is True or value is False:  # the common case, fast
+        return value
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, numbers.Integral) and value in (0, 1):

@@ -388,6 +388,9 @@ def _class_weight(weight, classes, dtype):
 
 def _class_options(ignore_index, label_smoothing):
     """Validated (ignore_index, label_smoothing) of cross-entropy and NLL."""
+    if (type(ignore_index) is int and type(label_smoothing) is float  # the common case, fast
+            and -2 ** 63 <= ignore_index < 2 ** 63 and 0.0 <= label_smoothing <= 1.0):
+        return ignore_index, label_smoothing
     ignore_index = _v.integer(ignore_index, "ignore_index")
     if not -2 ** 63 <= ignore_index < 2 ** 63:  # torch's int64; else an OverflowError below
         raise ValueError(f"ignore_index: expected an integer in the int64 range, "
@@ -1451,15 +1454,10 @@ def _overlap_weight(weight):
     return w.astype(np.float64)
 
 
-def _overlap_real(value, name):
-    # a float passes at once: the functional validates its options at every call
-    return value if type(value) is float else _v.real_number(value, name)
-
-
 def _overlap_options(act, include_background, to_onehot_y, squared_pred, smooth_nr, smooth_dr,
                      batch, weight, coefficients, keep_spatial):
     """coefficients: (k, u, a, b) of the score; smooth_nr and smooth_dr complete them."""
-    nr, dr = _overlap_real(smooth_nr, "smooth_nr"), _overlap_real(smooth_dr, "smooth_dr")
+    nr, dr = _v.real_number(smooth_nr, "smooth_nr"), _v.real_number(smooth_dr, "smooth_dr")
     return _OverlapOptions(act, _v.flag(to_onehot_y, "to_onehot_y"),
                            _v.flag(include_background, "include_background"),
                            _v.flag(squared_pred, "squared_pred"), _v.flag(batch, "batch"),
@@ -1478,7 +1476,7 @@ def _dice_options(include_background, to_onehot_y, sigmoid, softmax, other_act, 
 def _tversky_options(include_background, to_onehot_y, sigmoid, softmax, other_act, alpha, beta,
                      smooth_nr, smooth_dr, batch):
     act = _overlap_activation(sigmoid, softmax, other_act)
-    alpha, beta = _overlap_real(alpha, "alpha"), _overlap_real(beta, "beta")
+    alpha, beta = _v.real_number(alpha, "alpha"), _v.real_number(beta, "beta")
     # 1 - (I + nr) / (I + alpha (P - I) + beta (G - I) + dr)
     coefficients = (1.0, 1.0 - alpha - beta, alpha, beta)
     return _overlap_options(act, include_background, to_onehot_y, False, smooth_nr, smooth_dr,
