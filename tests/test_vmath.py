@@ -267,6 +267,21 @@ def test_exp_subnormal_results_exact_grid(dtype):
     assert np.all(y <= fi.tiny * 1.0001)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_nonneg_is_log_on_its_domain(dtype):
+    # vlog_nonneg (BCE's log of x and 1 - x) drops vlog's special cases for
+    # x < 0, +inf and NaN only: on finite x >= 0 it must give vlog's bits.
+    utype = np.uint32 if dtype == np.float32 else np.uint64
+    bits = np.random.default_rng(7).integers(0, np.iinfo(utype).max, 200_000, dtype=utype)
+    x = (bits >> utype(1)).view(dtype)  # sign bit cleared: +0, subnormals, normals, inf, NaN
+    x = x[np.isfinite(x)]
+    fi = np.finfo(dtype)
+    x = np.concatenate([x, np.array([0.0, fi.smallest_subnormal, fi.tiny, 0.5, 1.0, fi.max],
+                                    dtype), np.linspace(0, 1, 10001, dtype=dtype)])
+    np.testing.assert_array_equal(_vmath.apply("log_nonneg", x).view(utype),
+                                  _vmath.apply("log", x).view(utype))
+
+
 def test_apply_shapes_and_layouts():
     x = np.linspace(-5, 5, 24).reshape(2, 3, 4)
     y = _vmath.apply("exp", x)

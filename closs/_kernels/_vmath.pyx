@@ -20,7 +20,8 @@ cdef extern from *:
 
     namespace closs {
 
-    enum VmathOp { VM_EXP = 0, VM_EXP_NONPOS, VM_LOG, VM_LOG1P, VM_SOFTPLUS, VM_LOG_SIGMOID };
+    enum VmathOp { VM_EXP = 0, VM_EXP_NONPOS, VM_LOG, VM_LOG1P, VM_SOFTPLUS, VM_LOG_SIGMOID,
+                   VM_LOG_NONNEG };
 
     template <class T, class F>
     static inline void vmath_loop(F f, const T* __restrict x, T* __restrict y, std::ptrdiff_t n) {
@@ -36,6 +37,7 @@ cdef extern from *:
             case VM_LOG1P: vmath_loop(vlog1p<T>, x, y, n); break;
             case VM_SOFTPLUS: vmath_loop(softplus<T>, x, y, n); break;
             case VM_LOG_SIGMOID: vmath_loop(log_sigmoid<T>, x, y, n); break;
+            case VM_LOG_NONNEG: vmath_loop(vlog_nonneg<T>, x, y, n); break;
             default: break;
         }
     }
@@ -64,7 +66,8 @@ cdef vmath_f64_t* apply_f64 = vmath_f64_for(closs_isa_selected())
 
 ISA = closs_isa_name(closs_isa_selected()).decode()
 
-OPS = {"exp": 0, "exp_nonpos": 1, "log": 2, "log1p": 3, "softplus": 4, "log_sigmoid": 5}
+OPS = {"exp": 0, "exp_nonpos": 1, "log": 2, "log1p": 3, "softplus": 4, "log_sigmoid": 5,
+       "log_nonneg": 6}
 
 
 def apply(str name, x):
