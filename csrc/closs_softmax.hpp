@@ -58,20 +58,24 @@ inline T weight_of(const SoftmaxArgs<T>& p, index c) {
 }
 
 // The largest of v[0..n) (NaNs are skipped here and propagate through the sum
-// of exponentials).  Kept in LANES independent maxima, a vector (Lanes): as
-// an array GCC kept them in scalar registers, 0.15 ns per float32 element.
+// of exponentials), kept in one register's worth of independent maxima: a
+// 64-byte vector (an array of them GCC kept in scalar registers, 0.15 ns per
+// float32 element; a 128-byte vector of doubles it split into scalar code).
 template <class T>
 inline T row_max(const T* __restrict v, index n) {
-    using V = typename Lanes<T>::type;
-    V lanes = V{} - std::numeric_limits<T>::infinity();
-    index i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        V x;
-        __builtin_memcpy(&x, v + i, sizeof(V));
-        lanes = lanes < x ? x : lanes;  // vmaxps; a NaN x is skipped
-    }
+    constexpr index W = 64 / sizeof(T);
+    typedef T V __attribute__((vector_size(64)));
     T m = -std::numeric_limits<T>::infinity();
-    for (int j = 0; j < LANES; ++j) m = lanes[j] > m ? lanes[j] : m;
+    index i = 0;
+    if (n >= W) {  // short rows skip the vector and its W-way reduction
+        V lanes = V{} + m;
+        for (; i + W <= n; i += W) {
+            V x;
+            __builtin_memcpy(&x, v + i, sizeof(V));
+            lanes = lanes < x ? x : lanes;  // vmaxps / vmaxpd; a NaN x is skipped
+        }
+        for (index j = 0; j < W; ++j) m = lanes[j] > m ? lanes[j] : m;
+    }
     for (; i < n; ++i) m = v[i] > m ? v[i] : m;
     return m;
 }
