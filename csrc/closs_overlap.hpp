@@ -211,14 +211,17 @@ inline void overlap_sums(index first, index C, index L, const T* pe, index ps, c
             lanes_load(gv, gc + j);
             add(pv, gv);
         }
-        if (j < L) {  // the last few positions, zero-padded to LANES (in registers:
-                      // lane stores then a vector load would stall the load)
-            V pt = {}, gt = {}, lane = {};
-            for (int l = 0; l < LANES; ++l) lane[l] = T(l);
+        if (j < L) {  // the last few positions, zero-padded to LANES (through memory:
+                      // a lane select on a vector wider than the register is
+                      // scalar code on AVX2 and SSE2)
+            T ptail[LANES] = {}, gtail[LANES] = {};
             for (index l = 0; j + l < L; ++l) {
-                pt = lane == T(l) ? pt + pc[j + l] : pt;
-                gt = lane == T(l) ? gt + gc[j + l] : gt;
+                ptail[l] = pc[j + l];
+                gtail[l] = gc[j + l];
             }
+            V pt, gt;
+            lanes_load(pt, ptail);
+            lanes_load(gt, gtail);
             add(pt, gt);
         }
         VD d[3] = {__builtin_convertvector(tI, VD), __builtin_convertvector(tP, VD),
