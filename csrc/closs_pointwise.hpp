@@ -155,7 +155,10 @@ struct Gaussian {  // (log v + (x - y)^2 / v) / 2 with v = max(var, eps)
         dx = d / v;
         // torch does not mask the clamp out of the var gradient
         dvar = T(0.5) * (T(1) / v - q / v);
-        const T loss = T(0.5) * (vlog(v) + q);
+        // v >= 0 or NaN (var is checked for negative entries first); NaN
+        // reaches the loss through q, so only +inf needs vlog's select
+        const T log_v = vselect(v == std::numeric_limits<T>::infinity(), v, vlog_nonneg(v));
+        const T loss = T(0.5) * (log_v + q);
         if constexpr (FULL) return loss + T(HALF_LOG_2PI);
         return loss;
     }
@@ -211,7 +214,10 @@ template <class T>
 struct KL : TwoOperands {  // xlogy(y, y) - y x, with xlogy(0, 0) = 0
     T operator()(T x, T y, T, T& dx, T&) const {
         dx = -y;
-        return (y == T(0) ? T(0) : y * vlog(y)) - y * x;
+        // vlog's selects for +inf and NaN are not needed: y log y is inf / NaN
+        // there through the product; y < 0 is NaN, as torch's xlogy
+        const T ylogy = vselect(y < T(0), std::numeric_limits<T>::quiet_NaN(), y * vlog_nonneg(y));
+        return (y == T(0) ? T(0) : ylogy) - y * x;
     }
 };
 

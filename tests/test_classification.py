@@ -446,9 +446,10 @@ class TestSpecAnchors:
         np.testing.assert_allclose(g, -3.0 * np.exp(self.KY) / 6, rtol=1e-15)
 
     def test_kl_special_values(self):
-        """y=0 -> 0 unless x = +-inf / nan; y<0 -> nan; y=+inf -> inf; log_target y=-inf -> nan."""
-        x = np.array([0.5, np.inf, -np.inf, np.nan, 1.0, -1.0])
-        y = np.array([0.0, 0.0, 0.0, 0.0, -0.5, np.inf])
+        """y=0 -> 0 unless x = +-inf / nan; y<0 -> nan; y=+inf -> inf; y=nan -> nan;
+        subnormal y: y log y; log_target y=-inf -> nan."""
+        x = np.array([0.5, np.inf, -np.inf, np.nan, 1.0, -1.0, 1.0, -1.0])
+        y = np.array([0.0, 0.0, 0.0, 0.0, -0.5, np.inf, np.nan, 1e-310])
         with np.errstate(all="ignore"):
             v = CF.kl_div(x, y, reduction="none")
             vl = CF.kl_div(np.array([1.0]), np.array([-np.inf]), reduction="none",
@@ -456,6 +457,8 @@ class TestSpecAnchors:
         assert v[0] == 0
         assert np.all(np.isnan(v[1:5]))
         assert v[5] == np.inf
+        assert np.isnan(v[6])
+        assert v[7] == 1e-310 * np.log(1e-310) + 1e-310
         assert np.isnan(vl[0])
 
     def test_kl_batchmean_uses_input_batch(self):

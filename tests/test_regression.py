@@ -404,11 +404,12 @@ def test_gaussian_var_shapes_parity(torch, case, shapes, reduction, dtype):
 @pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_gaussian_var_nan_and_zero(torch, reduction, dtype):
-    """NaN var passes the negativity check (nan loss); var = 0 is clamped to eps."""
+    """NaN var passes the negativity check (nan loss); var = 0 is clamped to eps;
+    var = +inf gives an infinite loss (log v) and a zero gradient."""
     case = GAUSSIAN_CASES[0]
-    x = np.array([0.5, 1.0, -1.0, 2.0], dtype)
-    y = np.array([0.0, 1.0, 1.0, 0.0], dtype)
-    var = np.array([np.nan, 0.0, 1.0, 1e-9], dtype)
+    x = np.array([0.5, 1.0, -1.0, 2.0, 1.0], dtype)
+    y = np.array([0.0, 1.0, 1.0, 0.0, 3.0], dtype)
+    var = np.array([np.nan, 0.0, 1.0, 1e-9, np.inf], dtype)
     ref_value, ref_grads = torch_value_and_grads(case, [x, y, var], reduction, None)
     _check_routes(case, [x, y, var], reduction, dtype, None, ref_value, ref_grads)
 
