@@ -408,8 +408,8 @@ double softmax_sweep(double (*chunk)(const SoftmaxArgs<T>&, index, index),
 // NLL over the same (outer, classes, inner) view: loss = -w_t x[t] per
 // position (0 where ignored); the gradient is -scale w_t at the target and 0
 // elsewhere.  Batch entries [lo, hi): their gradient block is zeroed (unless
-// it is known to be zero), then the targets written.  Compiled per
-// instruction set: the (N, C) gather vectorises (AVX2 / AVX-512 gathers).
+// it is known to be zero), then the targets written.  The (N, C) gather is
+// a scalar loop (it is bound by memory: one scattered load per row).
 constexpr index NLL_PREFETCH = 32;
 
 template <class T>
