@@ -23,7 +23,8 @@
 // pair counts go to a scratch row, and the gradient is written once at the end.
 // Sums within a row are kept in LANES accumulators of the input's type over
 // blocks of BLOCK classes, then in double (vectorised for float32 too, and
-// accurate for rows of any length).
+// accurate for rows of any length); a multilabel row of at most LANES classes
+// adds each target's terms in one accumulator of T (what one lane would hold).
 //
 // Rows are processed in chunks of about ROW_CHUNK_ELEMENTS elements; each chunk
 // returns the pairwise sum of its rows' losses and closs_sum.hpp combines the
@@ -144,27 +145,40 @@ inline double multilabel_pairs(const MarginArgs<T>& p, index r, const std::int64
     const T* __restrict x = p.x + r * C;
     if constexpr (GRAD)
         for (index i = 0; i < C; ++i) count[i] = Count(0);
-    double loss[LANES] = {};
+    double loss = 0.0;
     for (index q = 0; q < n; ++q) {
         const index j = index(targets[q]);
         const T a = T(1) - x[j];
-        double slope[LANES] = {};
-        lane_sums<T>(0, C, [&](index i, T& l, T& s) {
+        auto pair = [&](index i, T& l, T& s) {
             T dz;
             l += hinge<1>((a + x[i]) + shut[i], dz);
             if constexpr (GRAD) {
                 count[i] += Count(dz);
                 s += dz;
             }
-        }, loss, slope);
-        if constexpr (GRAD) count[j] = Count(double(count[j]) - pairwise_sum(slope, LANES));
+        };
+        double slope;
+        if (C <= LANES) {  // a short row: its terms added in T as one lane would
+                           // hold them (lane_sums' fixed cost per call dominated
+                           // at C = 10: half the time)
+            T l = T(0), s = T(0);
+            for (index i = 0; i < C; ++i) pair(i, l, s);
+            loss += double(l);
+            slope = double(s);
+        } else {
+            double lanes[LANES] = {}, slopes[LANES] = {};
+            lane_sums<T>(0, C, pair, lanes, slopes);
+            loss += pairwise_sum(lanes, LANES);
+            slope = pairwise_sum(slopes, LANES);
+        }
+        if constexpr (GRAD) count[j] = Count(double(count[j]) - slope);
     }
     if constexpr (GRAD) {
         T* __restrict g = p.grad + r * C;
         const T k = T(row_scale(p, r) / double(C));
         for (index i = 0; i < C; ++i) g[i] = k * T(count[i]);
     }
-    return pairwise_sum(loss, LANES) / double(C);
+    return loss / double(C);
 }
 
 template <class T>

@@ -330,7 +330,7 @@ def test_golden(func, case):
 # (input shape, target shape): every form torch takes
 MM_SHAPES = [((), ()), ((5,), ()), ((5,), (1,)), ((1, 5), ()), ((7, 5), None),
              ((70, 40), None), ((3, 300), None), ((2, 1), None)]
-MLM_SHAPES = [(), (5,), (1,), (7, 5), (70, 40), (3, 300), (2, 1)]
+MLM_SHAPES = [(), (5,), (1,), (7, 5), (9, 16), (9, 17), (70, 40), (3, 300), (2, 1)]  # 16 | 17: short rows | lanes
 
 
 def _parity(torch, func, shape, tshape, kw, reduction, dtype, rng):
