@@ -53,9 +53,11 @@
 //    channels of a position), so the loops run along positions and vectorise
 //    whatever C is.  Entries of at most OV_TILE / 2 positions are packed
 //    several to a tile.  The lane sums are written with vector types
-//    (Lanes, closs_sum.hpp), which GCC compiles to whole registers where its
-//    own vectoriser produced lane-by-lane shuffles (16x4x32x32 sweep 1: 1.6x
-//    faster).
+//    (HalfLanes, closs_sum.hpp), which GCC compiles to whole registers where
+//    its own vectoriser produced lane-by-lane shuffles (16x4x32x32 sweep 1:
+//    1.6x faster); half the lanes per vector, since vectors of 16 doubles
+//    were spilled lane by lane on AVX2 (16x4x40x40 float32 value: 151 ->
+//    115 us there).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -190,27 +192,29 @@ inline void lanes_load(V& v, const T* from) {
 template <class T, bool SQ>
 inline void overlap_sums(index first, index C, index L, const T* pe, index ps, const T* ge,
                          index gs, bool first_tile, bool whole, double* acc, double* sums) {
-    using V = typename Lanes<T>::type;
-    using VD = LanesD;
+    // The LANES lanes as two halves (lane k holds the positions k mod LANES)
+    using V = typename HalfLanes<T>::type;
+    using VD = HalfLanesD;
+    constexpr int H = LANES / 2;
     for (index c = first; c < C; ++c) {
         const T* pc = pe + c * ps;
         const T* gc = ge + c * gs;
         // A lane adds at most OV_TILE / LANES = 4 terms in T, then joins the
         // channel's double accumulator: a quarter of the conversions, and
         // for float32 still far more accurate than a float32 pairwise sum.
-        V tI = {}, tP = {}, tG = {};
-        auto add = [&](const V& pv, const V& gv) {
-            tI += pv * gv;
-            tP += SQ ? pv * pv : pv;
-            tG += SQ ? gv * gv : gv;
+        V tI[2] = {}, tP[2] = {}, tG[2] = {};
+        auto add = [&](const T* p, const T* g) {  // LANES positions
+            for (int h = 0; h < 2; ++h) {
+                V pv, gv;
+                lanes_load(pv, p + h * H);
+                lanes_load(gv, g + h * H);
+                tI[h] += pv * gv;
+                tP[h] += SQ ? pv * pv : pv;
+                tG[h] += SQ ? gv * gv : gv;
+            }
         };
         index j = 0;
-        for (; j + LANES <= L; j += LANES) {
-            V pv, gv;
-            lanes_load(pv, pc + j);
-            lanes_load(gv, gc + j);
-            add(pv, gv);
-        }
+        for (; j + LANES <= L; j += LANES) add(pc + j, gc + j);
         if (j < L) {  // the last few positions, zero-padded to LANES (through memory:
                       // a lane select on a vector wider than the register is
                       // scalar code on AVX2 and SSE2)
@@ -219,25 +223,25 @@ inline void overlap_sums(index first, index C, index L, const T* pe, index ps, c
                 ptail[l] = pc[j + l];
                 gtail[l] = gc[j + l];
             }
-            V pt, gt;
-            lanes_load(pt, ptail);
-            lanes_load(gt, gtail);
-            add(pt, gt);
+            add(ptail, gtail);
         }
-        VD d[3] = {__builtin_convertvector(tI, VD), __builtin_convertvector(tP, VD),
-                   __builtin_convertvector(tG, VD)};
-        if (whole) {
-            for (int q = 0; q < 3; ++q) sums[3 * (c - first) + q] = lanes_total(d[q]);
-            continue;
-        }
+        const V* t[3] = {tI, tP, tG};
         double* slot = acc + 3 * (c - first) * LANES;
         for (int q = 0; q < 3; ++q) {
-            VD v = d[q];
-            if (!first_tile) {
-                lanes_load(v, slot + q * LANES);
-                v += d[q];
+            VD d[2] = {__builtin_convertvector(t[q][0], VD), __builtin_convertvector(t[q][1], VD)};
+            if (whole) {
+                sums[3 * (c - first) + q] = lanes_total(d[0], d[1]);
+                continue;
             }
-            std::memcpy(slot + q * LANES, &v, sizeof v);
+            for (int h = 0; h < 2; ++h) {
+                double* to = slot + q * LANES + h * H;
+                if (!first_tile) {
+                    VD v;
+                    lanes_load(v, to);
+                    d[h] += v;
+                }
+                std::memcpy(to, &d[h], sizeof d[h]);
+            }
         }
     }
 }

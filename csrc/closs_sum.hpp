@@ -52,23 +52,25 @@ inline double lanes_total(const double* lanes) {
     return (b[0] + b[2]) + (b[1] + b[3]);
 }
 
-// LANES values of T as one vector (a GCC / Clang vector extension): lane
-// sums written with it compile to whole-register arithmetic on every
-// instruction set, each lane rounded exactly as a scalar loop would.  For
-// arithmetic only: a lane select (c ? a : b) on a vector wider than the
-// register becomes scalar code on AVX2 and SSE2 (measured 3-10x slower).
+// Half of LANES values of T as one vector (a GCC / Clang vector extension):
+// lane sums written with a pair of them compile to whole-register arithmetic
+// on every instruction set, each lane rounded exactly as a scalar loop would.
+// Halves, not all LANES: 16 doubles are four AVX2 registers, and such vectors
+// were spilled lane by lane.  For arithmetic only: a lane select (c ? a : b)
+// on a vector wider than the register becomes scalar code on AVX2 and SSE2
+// (measured 3-10x slower).
 template <class T>
-struct Lanes {
-    typedef T type __attribute__((vector_size(LANES * sizeof(T))));
+struct HalfLanes {
+    typedef T type __attribute__((vector_size(LANES / 2 * sizeof(T))));
 };
-using LanesD = Lanes<double>::type;
+using HalfLanesD = HalfLanes<double>::type;
 
-// lanes_total of a vector of lanes, the same tree in registers.
-inline double lanes_total(const LanesD& v) {
-    using V8 = double __attribute__((vector_size(8 * sizeof(double))));
+// lanes_total of the lanes lo (0 .. LANES/2 - 1) and hi (the rest): the same
+// tree in registers.
+inline double lanes_total(const HalfLanesD& lo, const HalfLanesD& hi) {
+    static_assert(LANES == 16, "lanes_total is written for 16 lanes");
     using V4 = double __attribute__((vector_size(4 * sizeof(double))));
-    const V8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-                 __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    const HalfLanesD a = lo + hi;
     const V4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
     return (b[0] + b[2]) + (b[1] + b[3]);
 }
