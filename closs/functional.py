@@ -1678,6 +1678,8 @@ def _ctc_lengths(value, name, batch):
     if arr.size != batch:
         raise ValueError(f"{name}: expected {batch} value(s), one per batch entry ({name} must "
                          f"be of size batch_size), got {arr.size}")
+    if arr.dtype is _INT64 and arr.ndim == 1 and arr.flags.c_contiguous:  # the common case
+        return arr
     if arr.dtype.kind not in "iu" and arr.size:  # np.asarray([]) is float64
         raise TypeError(f"{name}: expected integers (an int, or a sequence or array of ints), "
                         f"got {_v._describe(arr)} ({name} must be integral)")
@@ -1714,9 +1716,12 @@ def _ctc_operands(log_probs, targets, input_lengths, target_lengths, blank, zero
     else:
         raise ValueError(f"targets: expected padded targets (N, S) or concatenated targets "
                          f"(sum(target_lengths),), got shape {t.shape}")
-    if t.dtype == np.uint64:  # labels past int64 are out of range anyway
-        t = np.minimum(t, np.iinfo(np.int64).max)
-    t = np.ascontiguousarray(t.reshape(-1), dtype=np.int64)
+    if t.dtype is _INT64 and t.flags.c_contiguous:  # the common case
+        t = t.reshape(-1)
+    else:
+        if t.dtype == np.uint64:  # labels past int64 are out of range anyway
+            t = np.minimum(t, np.iinfo(np.int64).max)
+        t = np.ascontiguousarray(t.reshape(-1), dtype=np.int64)
     il = _ctc_lengths(input_lengths, "input_lengths", batch)
     tl = _ctc_lengths(target_lengths, "target_lengths", batch)
     return _ctc.prepare(x3, t, width, il, tl, blank, zero_infinity, loss_shape, grad_shape)

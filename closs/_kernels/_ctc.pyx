@@ -70,22 +70,28 @@ cdef class Operands:
     cdef public bint zero_infinity
 
 
-def prepare(cnp.ndarray x, cnp.ndarray[int64_t, ndim=1, mode="c"] targets, Py_ssize_t width,
-            cnp.ndarray[int64_t, ndim=1, mode="c"] input_lengths,
-            cnp.ndarray[int64_t, ndim=1, mode="c"] target_lengths, int64_t blank,
-            bint zero_infinity, loss_shape, grad_shape):
+def prepare(cnp.ndarray x, cnp.ndarray targets, Py_ssize_t width, cnp.ndarray input_lengths,
+            cnp.ndarray target_lengths, int64_t blank, bint zero_infinity, loss_shape,
+            grad_shape):
     """Check the lengths and the labels each sample uses; returns Operands.
 
-    x: (T, N, C); width: the padded targets' row length, or -1 for
-    concatenated targets (then len(targets) must be sum(target_lengths)).
+    x: (T, N, C); targets, input_lengths, target_lengths: C-contiguous 1-D
+    int64 arrays (as closs.functional makes them; read through raw pointers),
+    the lengths N values each; width: the padded targets' row length, or -1
+    for concatenated targets (then len(targets) must be sum(target_lengths)).
     """
     cdef Py_ssize_t T = x.shape[0], N = x.shape[1], C = x.shape[2], n, k
-    cdef cnp.ndarray[int64_t, ndim=1, mode="c"] offsets = np.empty(N, np.int64)
+    cdef cnp.npy_intp dims = N
+    cdef cnp.ndarray offsets_array = cnp.PyArray_EMPTY(1, &dims, cnp.NPY_INT64, 0)
+    cdef int64_t* offsets = <int64_t*> cnp.PyArray_DATA(offsets_array)
+    cdef const int64_t* labels = <const int64_t*> cnp.PyArray_DATA(targets)
+    cdef const int64_t* in_lengths = <const int64_t*> cnp.PyArray_DATA(input_lengths)
+    cdef const int64_t* tg_lengths = <const int64_t*> cnp.PyArray_DATA(target_lengths)
     cdef int64_t il, tl, pos = 0, label, max_target = 0
     cdef Py_ssize_t total = targets.shape[0]
     for n in range(N):
-        il = input_lengths[n]
-        tl = target_lengths[n]
+        il = in_lengths[n]
+        tl = tg_lengths[n]
         if il < 0 or il > T:
             raise ValueError(
                 f"input_lengths: expected values in [0, {T}] (the time steps of log_probs), "
@@ -115,8 +121,8 @@ def prepare(cnp.ndarray x, cnp.ndarray[int64_t, ndim=1, mode="c"] targets, Py_ss
         raise ValueError(f"targets: expected sum(target_lengths) = {pos} concatenated labels "
                          f"(Expected tensor to have size {pos} at dimension 0), got {total}")
     for n in range(N):
-        for k in range(offsets[n], offsets[n] + target_lengths[n]):
-            label = targets[k]
+        for k in range(offsets[n], offsets[n] + tg_lengths[n]):
+            label = labels[k]
             if label < 0 or label >= C:
                 raise _v.LabelError(
                     f"targets: expected labels in [0, {C}) (the classes of log_probs), got "
@@ -128,7 +134,7 @@ def prepare(cnp.ndarray x, cnp.ndarray[int64_t, ndim=1, mode="c"] targets, Py_ss
     cdef Operands ops = Operands()
     ops.x = x
     ops.targets = targets
-    ops.offsets = offsets
+    ops.offsets = offsets_array
     ops.input_lengths = input_lengths
     ops.target_lengths = target_lengths
     ops.max_target = max_target
