@@ -131,8 +131,9 @@ cdef class Operands:
 
 
 cdef double sweep(real tag, bint ce, Operands ops, object loss, object grad, bint grad_zeroed,
-                  object grad_output, double gscale) except? -1.0:
-    """One sweep of cross-entropy (ce) or NLL; returns the sum of the row losses."""
+                  object grad_output, double gscale, int threads) except? -1.0:
+    """One sweep of cross-entropy (ce) or NLL on `threads` threads; returns the
+    sum of the row losses."""
     cdef SoftmaxArgs[real] p
     p.outer = ops.outer
     p.classes = ops.classes
@@ -151,7 +152,6 @@ cdef double sweep(real tag, bint ce, Operands ops, object loss, object grad, bin
     p.grad_output = data_or_null(grad_output, tag)
     p.gscale = gscale
     p.grad_zeroed = grad_zeroed
-    cdef int threads = threads_for(cnp.PyArray_SIZE(ops.x), GRAIN)
     with nogil:
         if real is float:
             return softmax_sweep[float](chunk_f32, p, threads) if ce else nll_sweep[float](p, threads)
@@ -167,6 +167,7 @@ def evaluate(Operands ops, str kind, str reduction, bint want_value, bint want_g
     cdef bint reduced = reduction != "none", mean = reduction == "mean"
     cdef double gscale = 1.0, total
     cdef bint ce = kind == "ce", zeroed = False
+    cdef int threads = threads_for(cnp.PyArray_SIZE(x), GRAIN)
     loss = grad = gout = None
     if want_grad:
         # an all-ignored mean: an infinite scale, but those rows get 0
@@ -177,16 +178,15 @@ def evaluate(Operands ops, str kind, str reduction, bint want_value, bint want_g
         # (closs._kernels._runtime) or the sweep runs on several threads, which
         # split that pass between them (calloc zeroes on this one: 1e4 x 10
         # float64 on 2 threads, 58 -> 30 us)
-        zeroed = (not ce and grad_out is None and not reuses_memory(x)
-                  and threads_for(cnp.PyArray_SIZE(x), GRAIN) == 1)
+        zeroed = not ce and grad_out is None and not reuses_memory(x) and threads == 1
         grad = (cnp.PyArray_ZEROS(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x), 0)
                 if zeroed else grad_buffer(grad_out, 0, x))
     if want_value and not reduced:
         loss = np.empty(ops.loss_shape, (<object> x).dtype)
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
-        total = sweep(<float> 0, ce, ops, loss, grad, zeroed, gout, gscale)
+        total = sweep(<float> 0, ce, ops, loss, grad, zeroed, gout, gscale, threads)
     else:
-        total = sweep(<double> 0, ce, ops, loss, grad, zeroed, gout, gscale)
+        total = sweep(<double> 0, ce, ops, loss, grad, zeroed, gout, gscale, threads)
     value = None
     if want_value:
         value = scalar_of(total / ops.count if mean else total, x) if reduced else loss
