@@ -46,9 +46,10 @@
 // with two on the right, so every s reads the same three neighbours and the
 // loop has no branches (vselect for skip).  A is accumulated vectorised over
 // t, one state s at a time (descending s, so each (t, c) sees torch's order),
-// from alpha + beta stored state-major (ab[s][t]).  The gradient is written
-// row by row, vectorised over the classes (A = -inf for classes no state
-// uses).  Every such loop runs over whole blocks of CTC_PAD lanes (below).
+// from alpha + beta stored state-major (ab[s][t]), and so is exp(A + loss -
+// lp) for the classes some state uses (no exp for the others, where A =
+// -inf).  The gradient is written row by row, vectorised over the classes.
+// Every such loop runs over whole blocks of CTC_PAD lanes (below).
 //
 // Work units are batch entries; chunks of entries (a fixed count that depends
 // only on the shapes) run over threads through sum_chunks, which also adds
@@ -143,12 +144,6 @@ inline T ctc_log_add(T acc, T x) {
     return vselect(acc == ctc_ninf<T>(), x, r);
 }
 
-// One sample's gradient entry: torch's (exp(lp) - exp(A + loss - lp)) * g.
-template <class T>
-inline T ctc_grad(T lp, T acc, T nll, T g) {
-    return (ctc_exp(lp) - ctc_exp(acc + nll - lp)) * g;
-}
-
 // Every hot loop runs over a multiple of PAD elements (states, steps or
 // classes, padded in the scratch with values that keep the spare lanes
 // harmless), so the vectorised body does all the work: a scalar remainder of
@@ -170,7 +165,7 @@ inline void ctc_emissions(const T* __restrict e, const index* __restrict state_c
 // Scratch of one chunk, sized for the largest sample of the batch.
 template <class T>
 struct CtcScratch {
-    std::vector<T> alpha, beta, ab, acc, skip, emit, lp_row, acc_row, out_row;
+    std::vector<T> alpha, beta, ab, acc, skip, emit, lp_col, lp_row, acc_row, out_row;
     std::vector<index> state_class, class_slot, slot_class;
     explicit CtcScratch(const CtcArgs<T>& p) {
         const index Wp = ctc_padded(2 * p.max_target + 1), Tp = ctc_padded(std::max<index>(p.steps, 1));
@@ -181,6 +176,7 @@ struct CtcScratch {
         acc.resize((p.max_target + 1) * Tp);
         skip.resize(Wp + 2);
         emit.resize(Wp);
+        lp_col.resize(Tp);
         lp_row.resize(Cp);
         acc_row.resize(Cp);
         out_row.resize(Cp);
@@ -314,21 +310,36 @@ void ctc_backward(const CtcArgs<T>& p, CtcScratch<T>& w, const CtcSample<T>& q, 
         acc[slot_of[c] * Tp + Tn - 1] = last[W - 2] + e_last[c];
     }
 
-    // The gradient, row by row over padded copies: A = -inf for the classes
-    // that no state uses.
-    T* __restrict x = w.lp_row.data();
-    T* __restrict a = w.acc_row.data();
-    T* __restrict out = w.out_row.data();
-    for (index c = 0; c < Cp; ++c) {
-        x[c] = T(0);
-        a[c] = ninf;
+    // exp(A + loss - lp) of each slot's class, vectorised over t, in place
+    // of A: only the classes some state uses (at most S + 1 of C) need it.
+    T* __restrict col = w.lp_col.data();
+    for (index k = 0; k < slots; ++k) {
+        const index c = class_of[k];
+        for (index t = 0; t < Tn; ++t) col[t] = lp[t * NC + c];
+        for (index t = Tn; t < Tp; ++t) col[t] = T(0);
+        T* __restrict row = acc + k * Tp;
+        for (index t0 = 0; t0 < Tp; t0 += CTC_PAD)
+            for (index t = t0; t < t0 + CTC_PAD; ++t) row[t] = ctc_exp(row[t] + nll - col[t]);
     }
+
+    // The gradient, row by row over padded copies.  For a class no state
+    // uses, A = -inf and exp((-inf + loss) - lp) is 0, or NaN where that
+    // argument is NaN (loss = +inf, or lp = -inf): a select, not an exp.
+    const T unused = ninf + nll;
+    T* __restrict x = w.lp_row.data();
+    T* __restrict sub = w.acc_row.data();
+    T* __restrict out = w.out_row.data();
+    for (index c = 0; c < Cp; ++c) x[c] = T(0);
     for (index t = 0; t < Tn; ++t) {
         const T* e = lp + t * NC;
         for (index c = 0; c < C; ++c) x[c] = e[c];
-        for (index k = 0; k < slots; ++k) a[class_of[k]] = acc[k * Tp + t];
+        for (index c = 0; c < Cp; ++c) {
+            const T u = unused - x[c];
+            sub[c] = vselect(u != u, u, T(0));
+        }
+        for (index k = 0; k < slots; ++k) sub[class_of[k]] = acc[k * Tp + t];
         for (index c0 = 0; c0 < Cp; c0 += CTC_PAD)
-            for (index c = c0; c < c0 + CTC_PAD; ++c) out[c] = ctc_grad(x[c], a[c], nll, g);
+            for (index c = c0; c < c0 + CTC_PAD; ++c) out[c] = (ctc_exp(x[c]) - sub[c]) * g;
         T* gr = grad + t * NC;
         for (index c = 0; c < C; ++c) gr[c] = out[c];
     }
