@@ -167,6 +167,7 @@ template <class T>
 struct CtcScratch {
     std::vector<T> alpha, beta, ab, acc, skip, emit, lp_col, lp_row, acc_row, out_row;
     std::vector<index> state_class, class_slot, slot_class;
+    std::vector<char> slot_started;
     explicit CtcScratch(const CtcArgs<T>& p) {
         const index Wp = ctc_padded(2 * p.max_target + 1), Tp = ctc_padded(std::max<index>(p.steps, 1));
         const index Cp = ctc_padded(p.classes);
@@ -183,6 +184,7 @@ struct CtcScratch {
         state_class.resize(Wp);
         class_slot.assign(p.classes, -1);
         slot_class.resize(p.max_target + 1);
+        slot_started.resize(p.max_target + 1);
     }
 };
 
@@ -293,10 +295,20 @@ void ctc_backward(const CtcArgs<T>& p, CtcScratch<T>& w, const CtcSample<T>& q, 
             slot_of[c] = slots++;
         }
     }
-    for (index i = 0; i < slots * Tp; ++i) acc[i] = ninf;
+    // A slot's first state (its highest s) finds the accumulator at -inf, where
+    // the log-add returns x itself: a copy, and no exp or log for about half
+    // the states.
+    char* started = w.slot_started.data();
+    for (index k = 0; k < slots; ++k) started[k] = 0;
     for (index s = W - 1; s >= 0; --s) {
-        T* __restrict row = acc + slot_of[state_class[s]] * Tp;
+        const index k = slot_of[state_class[s]];
+        T* __restrict row = acc + k * Tp;
         const T* __restrict x = ab + s * Tp;
+        if (!started[k]) {
+            started[k] = 1;
+            for (index t = 0; t < Tp; ++t) row[t] = x[t];
+            continue;
+        }
         for (index t0 = 0; t0 < Tp; t0 += CTC_PAD)
             for (index t = t0; t < t0 + CTC_PAD; ++t) row[t] = ctc_log_add(row[t], x[t]);
     }
