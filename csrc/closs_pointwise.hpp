@@ -167,8 +167,10 @@ struct Gaussian {  // (log v + (x - y)^2 / v) / 2 with v = max(var, eps)
 template <class T>
 struct BCE : TwoOperands {  // -(y log x + (1 - y) log(1 - x)), each log clamped at -100
     T operator()(T x, T y, T, T& dx, T&) const {
-        // x in [0, 1] (checked before the sweep); torch: the log of the rounded 1 - x
-        const T lx = vlog_nonneg(x), l1x = vlog_nonneg(T(1) - x);
+        // x in [0, 1] (checked before the sweep); torch: the log of the rounded 1 - x,
+        // which is 0 or normal (at least 2^-24 / 2^-53), so its log skips the
+        // subnormal pre-scaling (BCE 7% faster)
+        const T lx = vlog_nonneg(x), l1x = vlog_nonneg<T, false>(T(1) - x);
         const T cx = lx < T(-100) ? T(-100) : lx, c1x = l1x < T(-100) ? T(-100) : l1x;
         // torch's gradient form: not the derivative of the clamped loss, and its
         // eps is float32(1e-12) in both dtypes

@@ -32,7 +32,9 @@
 //          [sqrt2/2, sqrt2) by integer ops on the bits; f = m - 1,
 //          s = f / (2 + f), log = k ln2_hi + (f - (f^2/2 - s (f^2/2 + R(s^2))))
 //          + k ln2_lo.  x < 0 -> NaN, +-0 -> -inf, +inf -> +inf, NaN -> NaN.
-//   vlog_nonneg: vlog for finite x >= 0 only, without the other special cases.
+//   vlog_nonneg: vlog for finite x >= 0 only, without the other special cases;
+//          vlog_nonneg<T, false> also without the subnormal pre-scaling, for
+//          an x that is 0 or normal (BCE's 1 - x with x in [0, 1]).
 //   vlog1p: for 1 + x in [sqrt2/2, sqrt2) the kernel on f = x directly;
 //          otherwise on u = fl(1 + x) plus the exact rounding error c / u.
 //          x < -1 -> NaN, -1 -> -inf, +-0 -> +-0, +inf -> +inf, NaN -> NaN.
@@ -249,15 +251,20 @@ static inline T vexp_nonpos(T x) {
 
 // vlog for a finite x >= 0 only (the caller has checked its inputs, e.g.
 // BCE's in [0, 1]): the same result there, without the selects for x < 0,
-// +inf and NaN (BCE's two logs per element: 19% faster).
-template <class T>
+// +inf and NaN (BCE's two logs per element: 19% faster).  SUBNORMAL = false:
+// x is also known to be 0 or normal, and the pre-scaling is left out.
+template <class T, bool SUBNORMAL = true>
 static inline T vlog_nonneg(T x) {
     using C = vmath_detail::log_consts<T>;
-    const bool sub = x < C::tiny;
-    const T scaled = x * C::prescale;  // computed unconditionally: selects, not branches
-    const T xs = vselect(sub, scaled, x);
+    T xs = x, bias = C::bias;
+    if constexpr (SUBNORMAL) {
+        const bool sub = x < C::tiny;
+        const T scaled = x * C::prescale;  // computed unconditionally: selects, not branches
+        xs = vselect(sub, scaled, x);
+        bias = vselect(sub, C::bias_scaled, C::bias);
+    }
     T dk;
-    const T f = vmath_detail::log_split(xs, dk, vselect(sub, C::bias_scaled, C::bias));
+    const T f = vmath_detail::log_split(xs, dk, bias);
     const T r = vmath_detail::log_kernel(f, dk, T(0));
     return vselect(x == T(0), -std::numeric_limits<T>::infinity(), r);
 }
