@@ -103,11 +103,13 @@ template <class T> struct CtcExpZero;
 template <> struct CtcExpZero<float> { static constexpr float below = -104.0f; };
 template <> struct CtcExpZero<double> { static constexpr double below = -746.0; };
 
-template <class T>
+// NONPOS: x <= 0 or NaN (a term below the maximum of its log-sum-exp), so
+// the overflow clamp is left out.
+template <bool NONPOS = false, class T>
 inline T ctc_exp(T x) {
     const bool zero = x < CtcExpZero<T>::below;
-    const T arg = vselect(zero, T(0), x);
-    const T e = sizeof(T) == 4 ? T(vexp(double(arg))) : T(vexp(arg));
+    const double arg = double(vselect(zero, T(0), x));
+    const T e = T(NONPOS ? vexp_nonpos(arg) : vexp(arg));
     return vselect(zero, T(0), e);
 }
 // Every log here is of a sum of exponentials with one term exp(0) = 1: the
@@ -132,8 +134,8 @@ inline T ctc_lse3(T a, T b, T c) {
     const bool none = top == ctc_ninf<T>();
     const T m = vselect(none, T(0), top);
     const T one = vselect(none, T(0), (top - top) + T(1));
-    const T X = ctc_exp(vselect(b_max | c_max, a, b) - m);
-    const T Y = ctc_exp(vselect(c_max, b, c) - m);
+    const T X = ctc_exp<true>(vselect(b_max | c_max, a, b) - m);
+    const T Y = ctc_exp<true>(vselect(c_max, b, c) - m);
     const T sum = vselect(c_max, (X + Y) + one, (X + one) + Y);
     return ctc_log(sum) + m;
 }
@@ -144,7 +146,7 @@ template <class T>
 inline T ctc_log_add(T acc, T x) {
     const bool x_max = acc < x;  // std::max(acc, x)
     const T m = vselect(x_max, x, acc);
-    const T r = ctc_log(ctc_exp(vselect(x_max, acc, x) - m) + ((m - m) + T(1))) + m;
+    const T r = ctc_log(ctc_exp<true>(vselect(x_max, acc, x) - m) + ((m - m) + T(1))) + m;
     return vselect(acc == ctc_ninf<T>(), x, r);
 }
 
@@ -246,7 +248,7 @@ T ctc_forward(const CtcArgs<T>& p, CtcScratch<T>& w, const CtcSample<T>& q) {
     const T l1 = last[W - 1], l2 = last[W - 2];
     T m = l1 < l2 ? l2 : l1;  // std::max(l1, l2)
     m = m == ninf ? T(0) : m;
-    return -(ctc_log(ctc_exp(l1 - m) + ctc_exp(l2 - m)) + m);
+    return -(ctc_log(ctc_exp<true>(l1 - m) + ctc_exp<true>(l2 - m)) + m);
 }
 
 // The backward pass after ctc_forward: beta, A, and the gradient rows
