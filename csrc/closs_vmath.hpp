@@ -34,7 +34,7 @@
 //          + k ln2_lo.  x < 0 -> NaN, +-0 -> -inf, +inf -> +inf, NaN -> NaN.
 //   vlog_nonneg: vlog for finite x >= 0 only, without the other special cases;
 //          vlog_nonneg<T, false> also without the subnormal pre-scaling, for
-//          an x that is 0 or normal (BCE's 1 - x with x in [0, 1]).
+//          an x that is 0 or normal (BCE's 1 - x with x in [0, 1], CTC's sums).
 //   vlog1p: for 1 + x in [sqrt2/2, sqrt2) the kernel on f = x directly;
 //          otherwise on u = fl(1 + x) plus the exact rounding error c / u.
 //          x < -1 -> NaN, -1 -> -inf, +-0 -> +-0, +inf -> +inf, NaN -> NaN.
