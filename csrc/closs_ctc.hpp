@@ -112,12 +112,10 @@ inline T ctc_exp(T x) {
     const T e = T(NONPOS ? vexp_nonpos(arg) : vexp(arg));
     return vselect(zero, T(0), e);
 }
-// Every log here is of a sum of exponentials with one term exp(0) = 1: the
-// argument is in [1, 3], 0 (all terms -inf) or NaN, never negative, infinite
-// or subnormal, so vlog's other cases are left out (NaN still goes through).
-inline double ctc_log_sum(double x) { return vselect(x != x, x, vlog_nonneg<double, false>(x)); }
-inline float ctc_log(float x) { return float(ctc_log_sum(double(x))); }
-inline double ctc_log(double x) { return ctc_log_sum(x); }
+// Every log here is of a sum of exponentials with one term exp(0) = 1 (in
+// [1, 3], 0 when all terms are exp(-inf), or NaN): vlog_sum.
+inline float ctc_log(float x) { return float(vlog_sum(double(x))); }
+inline double ctc_log(double x) { return vlog_sum(x); }
 
 // torch's log(exp(a - m) + exp(b - m) + exp(c - m)) + m with m = max(a, b, c)
 // (0 when all are -inf), comparisons in torch's order so NaN ends up alike.

@@ -122,7 +122,7 @@ inline double softmax_row(const SoftmaxArgs<T>& p, index r) {
     const double scale = ignored ? 0.0 : row_scale;
     const T m = row_max(x, C);
     const double s = row_expsum<T, GRAD>(x, C, m, g);
-    const double log_s = vlog(s);
+    const double log_s = vlog_sum(s);
     double loss = 0.0;
     if (p.target) {
         const double w_t = weight_of(p, t);
@@ -200,7 +200,7 @@ inline void softmax_tile(const SoftmaxArgs<T>& p, const T* __restrict x, const T
             if constexpr (GRAD) g[c * S + j] = v;
             s[j] += v;
         }
-    for (index j = 0; j < L; ++j) log_s[j] = vlog(s[j]);  // in T: accurate enough for T's loss
+    for (index j = 0; j < L; ++j) log_s[j] = vlog_sum(s[j]);  // in T: accurate enough for T's loss
     if (gout)
         for (index j = 0; j < L; ++j) scale[j] = p.gscale * double(gout[j]);
     else

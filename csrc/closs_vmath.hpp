@@ -34,7 +34,9 @@
 //          + k ln2_lo.  x < 0 -> NaN, +-0 -> -inf, +inf -> +inf, NaN -> NaN.
 //   vlog_nonneg: vlog for finite x >= 0 only, without the other special cases;
 //          vlog_nonneg<T, false> also without the subnormal pre-scaling, for
-//          an x that is 0 or normal (BCE's 1 - x with x in [0, 1], CTC's sums).
+//          an x that is 0 or normal (BCE's 1 - x with x in [0, 1]).
+//   vlog_sum: vlog of a sum of exponentials that has an exp(0) term
+//          (x >= 1, 0 or NaN: log-sum-exps), without the cases it cannot meet.
 //   vlog1p: for 1 + x in [sqrt2/2, sqrt2) the kernel on f = x directly;
 //          otherwise on u = fl(1 + x) plus the exact rounding error c / u.
 //          x < -1 -> NaN, -1 -> -inf, +-0 -> +-0, +inf -> +inf, NaN -> NaN.
@@ -267,6 +269,15 @@ static inline T vlog_nonneg(T x) {
     const T f = vmath_detail::log_split(xs, dk, bias);
     const T r = vmath_detail::log_kernel(f, dk, T(0));
     return vselect(x == T(0), -std::numeric_limits<T>::infinity(), r);
+}
+
+// log of a sum of exponentials one of whose terms is exp(0) = 1 (a
+// log-sum-exp after its maximum is taken out): x is >= 1, 0 (every term
+// exp(-inf)) or NaN, never negative, infinite or subnormal, so vlog's other
+// cases are left out.
+template <class T>
+static inline T vlog_sum(T x) {
+    return vselect(x != x, x, vlog_nonneg<T, false>(x));
 }
 
 template <class T>
