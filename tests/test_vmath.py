@@ -282,6 +282,27 @@ def test_log_nonneg_is_log_on_its_domain(dtype):
                                   _vmath.apply("log", x).view(utype))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_normal_and_log_sum_are_log_on_their_domains(dtype):
+    # vlog_nonneg<T, false> ("log_normal": BCE's log of 1 - x) also drops the
+    # subnormal pre-scaling: on 0 and finite normal x it must give vlog's bits.
+    # vlog_sum (the log of a log-sum-exp's sum, CTC and cross-entropy): on
+    # x >= 1, 0 and NaN.
+    utype = np.uint32 if dtype == np.float32 else np.uint64
+    bits = np.random.default_rng(8).integers(0, np.iinfo(utype).max, 200_000, dtype=utype)
+    x = (bits >> utype(1)).view(dtype)
+    fi = np.finfo(dtype)
+    normal = np.concatenate([x[np.isfinite(x) & (x >= fi.tiny)],
+                             np.array([0.0, fi.tiny, fi.eps / 2, 0.5, 1.0, fi.max], dtype),
+                             1 - np.linspace(0, 1, 10001, dtype=dtype)])
+    np.testing.assert_array_equal(_vmath.apply("log_normal", normal).view(utype),
+                                  _vmath.apply("log", normal).view(utype))
+    sums = np.concatenate([normal[normal >= 1], np.linspace(1, 3, 10001, dtype=dtype),
+                           np.array([0.0, np.nan], dtype)])
+    np.testing.assert_array_equal(_vmath.apply("log_sum", sums).view(utype),
+                                  _vmath.apply("log", sums).view(utype))
+
+
 def test_apply_shapes_and_layouts():
     x = np.linspace(-5, 5, 24).reshape(2, 3, 4)
     y = _vmath.apply("exp", x)
