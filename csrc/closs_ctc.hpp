@@ -113,9 +113,11 @@ inline T ctc_exp(T x) {
     return vselect(zero, T(0), e);
 }
 // Every log here is of a sum of exponentials with one term exp(0) = 1 (in
-// [1, 3], 0 when all terms are exp(-inf), or NaN): vlog_sum.
-inline float ctc_log(float x) { return float(vlog_sum(double(x))); }
-inline double ctc_log(double x) { return vlog_sum(x); }
+// [1, 3], 0 when all terms are exp(-inf), or NaN): vlog_sum, in double.
+template <class T>
+inline T ctc_log(T x) {
+    return T(vlog_sum(double(x)));
+}
 
 // torch's log(exp(a - m) + exp(b - m) + exp(c - m)) + m with m = max(a, b, c)
 // (0 when all are -inf), comparisons in torch's order so NaN ends up alike.
