@@ -709,6 +709,42 @@ def test_bce_parity(torch, opts, shape, reduction, dtype):
     _pointwise_parity(torch, "binary_cross_entropy", shape, opts, reduction, dtype)
 
 
+def _bce_hard_inputs(dtype, n=3000):
+    """x in [0, 1] with exact 0s, 1s and subnormals; targets all 0 or 1."""
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0, 1, n).astype(dtype)
+    x[::7], x[::11], x[::13] = 0, 1, np.finfo(dtype).tiny / 4
+    return x, (rng.random(n) < 0.4).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
+def test_bce_hard_targets_give_the_general_forms_bits(dtype):
+    """A block of 0/1 targets takes one log (of x or 1 - x) instead of two; its
+    values and gradients are the general form's, bit for bit, and torch's."""
+    x, y = _bce_hard_inputs(dtype)
+    mixed = y.copy()
+    mixed[::200] = 0.5  # a soft target in every block of 256: the general form throughout
+    kept = np.ones(y.size, bool)
+    kept[::200] = False
+    v, g = CF.binary_cross_entropy(x, y, reduction="none", return_grad=True)
+    vm, gm = CF.binary_cross_entropy(x, mixed, reduction="none", return_grad=True)
+    np.testing.assert_array_equal(v[kept], vm[kept])
+    np.testing.assert_array_equal(g[kept], gm[kept])
+    with np.errstate(divide="ignore"):  # torch: the log of the rounded 1 - x, clamped
+        expected = -np.maximum(np.log(np.where(y == 1, x, 1 - x).astype(np.float64)), -100)
+    assert_close(v, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_bce_hard_targets_parity(torch, reduction, dtype):
+    x, y = _bce_hard_inputs(dtype)
+    go = random_go(np.random.default_rng(8), reduction, x.shape, dtype)
+    ref_value, ref_grad = torch_ref("binary_cross_entropy", [x, y], reduction, go)
+    check_routes(BY_FUNC["binary_cross_entropy"], [x, y], reduction, go, ref_value, ref_grad,
+                 dtype, {})
+
+
 @pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("shape", POINT_SHAPES, ids=str)
