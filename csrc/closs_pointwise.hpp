@@ -18,7 +18,6 @@
 #pragma once
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -165,6 +164,12 @@ struct Gaussian {  // (log v + (x - y)^2 / v) / 2 with v = max(var, eps)
     }
 };
 
+// torch clamps each of BCE's logs at -100.
+template <class T>
+inline T bce_clamp(T log_value) {
+    return log_value < T(-100) ? T(-100) : log_value;
+}
+
 // BCE's gradient in torch's form: not the derivative of the clamped loss, and
 // its eps is float32(1e-12) in both dtypes.
 template <class T>
@@ -178,9 +183,9 @@ struct BCE : TwoOperands {  // -(y log x + (1 - y) log(1 - x)), each log clamped
     // A block whose targets are all 0 or 1 takes Hard (pointwise_loop).
     struct Hard;
     static bool hard_block(const T* y, index m) {
-        // groups of 16, each a branch-free count (it vectorises): soft targets are
-        // rejected after the first group (soft BCE: 1-3% slower, not 5%)
-        using Count = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+        // groups of 16, each a branch-free count (count_like: it vectorises): soft
+        // targets are rejected after the first group (soft BCE: 1-3% slower, not 5%)
+        using Count = count_like<T>;
         for (index g = 0; g < m; g += 16) {
             const index n = std::min<index>(16, m - g);
             Count hard = 0;
@@ -193,8 +198,7 @@ struct BCE : TwoOperands {  // -(y log x + (1 - y) log(1 - x)), each log clamped
         // x in [0, 1] (checked before the sweep); torch: the log of the rounded 1 - x,
         // which is 0 or normal (at least 2^-24 / 2^-53), so its log skips the
         // subnormal pre-scaling (BCE 7% faster)
-        const T lx = vlog_nonneg(x), l1x = vlog_nonneg<T, false>(T(1) - x);
-        const T cx = lx < T(-100) ? T(-100) : lx, c1x = l1x < T(-100) ? T(-100) : l1x;
+        const T cx = bce_clamp(vlog_nonneg(x)), c1x = bce_clamp(vlog_nonneg<T, false>(T(1) - x));
         dx = bce_grad(x, y);
         return -(y * cx + (T(1) - y) * c1x);
     }
@@ -206,9 +210,8 @@ struct BCE : TwoOperands {  // -(y log x + (1 - y) log(1 - x)), each log clamped
 template <class T>
 struct BCE<T>::Hard : TwoOperands {
     T operator()(T x, T y, T, T& dx, T&) const {
-        const T l = vlog_nonneg(vselect(y == T(1), x, T(1) - x));
         dx = bce_grad(x, y);
-        return -(l < T(-100) ? T(-100) : l);
+        return -bce_clamp(vlog_nonneg(vselect(y == T(1), x, T(1) - x)));
     }
 };
 

@@ -12,6 +12,8 @@
 #pragma once
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
+#include <type_traits>
 #include <vector>
 
 namespace closs {
@@ -24,6 +26,12 @@ constexpr index BLOCKS_PER_CHUNK = 16;
 constexpr index CHUNK = BLOCK * BLOCKS_PER_CHUNK;
 
 inline index chunk_count(index n) { return (n + CHUNK - 1) / CHUNK; }
+
+// An integer counter as wide as T, for branch-free counts of compares on T:
+// they vectorise without widening (a 64-bit count of float compares took four
+// vectors of counts per vector of input).
+template <class T>
+using count_like = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
 
 // Input elements per parallel chunk of the row-wise kernels (whole rows,
 // tiles or batch entries per chunk): small enough that a medium input splits
