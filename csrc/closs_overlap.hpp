@@ -37,7 +37,7 @@
 //    sum_chunks; the pieces' partial sums are combined per (b, c) by
 //    pairwise_sum in index order, so every sum, and so the value and the
 //    gradient, is bit-identical for any thread count.
-// 2. overlap_finish turns the sums into the losses and the two gradient
+// 2. overlap_settle turns the sums into the losses and the two gradient
 //    coefficients per (b, c): a few B*C numbers.
 // 3. Sweep 2 (gradient only) reads x (or p) and g again and writes the
 //    gradient once.  Each element's gradient needs the final sums of its
@@ -58,6 +58,12 @@
 //    1.6x faster); half the lanes per vector, since vectors of 16 doubles
 //    were spilled lane by lane on AVX2 (16x4x40x40 float32 value: 151 ->
 //    115 us there).
+// 5. When every entry fits in one unit (and batch=False), the units settle
+//    their own entries: step 2 as soon as an entry's sums are complete, and
+//    step 3 right after, while the entry is in cache; an entry of one tile
+//    takes its gradient from the tile's buffers (no second load, no copy of
+//    p through the gradient).  Only the order of the work changes, not a bit
+//    (16x4x4x4 value+grad 15-20% faster).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -95,10 +101,12 @@ struct OverlapArgs {
     index chunk, chunks;           // positions per piece; pieces per batch entry
     index group;                   // entries per unit (1 unless chunks = 1)
     int pass;                      // 1: sums, 2: gradient
+    bool settle;                   // units settle their whole entries (design, step 5)
     bool keep_p;                   // sweep 1 stores p in grad for sweep 2 (softmax)
     double* partials;              // sweep 1 out: [3][scored channel][b][unit of b]
-    const T* coef_g;               // sweep 2 in: (batch, classes) dL/dI ...
-    const T* coef_p;               // ... and dL/dP (times 2 if squared), 0 where unscored
+    double* losses;                // the weighted score per entry (as loss, in double)
+    T* coef_g;                     // sweep 2 in: (batch, classes) dL/dI ...
+    T* coef_p;                     // ... and dL/dP (times 2 if squared), 0 where unscored
 };
 
 // L = 1 - N/D for the sums of one entry; sets dL/dI and dL/dP.  Value and
@@ -246,16 +254,44 @@ inline void overlap_sums(index first, index C, index L, const T* pe, index ps, c
     }
 }
 
+// Entry (with batch=True: channel) e's scored channel c from its three sums:
+// its weighted loss, and the gradient coefficients of the entries it covers
+// (step 2 of the design).
+template <class T>
+inline void overlap_settle(const OverlapArgs<T>& p, index e, index c, const double* sums) {
+    const index scored = p.classes - p.first, at = e * scored + c;
+    double dI, dP;
+    const double w = p.weight ? p.weight[c] : 1.0;
+    p.losses[at] = w * overlap_score(p, sums[0], sums[1], sums[2], dI, dP);
+    if (p.loss) p.loss[at] = T(p.losses[at]);
+    if (!p.grad) return;
+    const double up = p.grad_output ? p.gscale * double(p.grad_output[at]) : p.gscale;
+    const double scale = w * up;
+    const T ci = T(scale * dI), cq = T(scale * dP * (p.squared ? 2.0 : 1.0));
+    for (index b = p.batch_sum ? 0 : e; b < (p.batch_sum ? p.batch : e + 1); ++b) {
+        p.coef_g[b * p.classes + p.first + c] = ci;
+        p.coef_p[b * p.classes + p.first + c] = cq;
+    }
+}
+
 // Entry b's piece k: its three sums per scored channel, from its
-// accumulators (acc) or already summed (sums), into the partials.
+// accumulators (acc) or already summed (sums), into the partials, or
+// settled at once when the piece is the whole entry.
 template <class T>
 inline void overlap_sums_done(const OverlapArgs<T>& p, index b, index k, const double* acc,
                               const double* sums) {
     const index scored = p.classes - p.first;
-    for (index q = 0; q < 3; ++q)
-        for (index c = 0; c < scored; ++c)
-            p.partials[((q * scored + c) * p.batch + b) * p.chunks + k] =
-                acc ? lanes_total(acc + (3 * c + q) * LANES) : sums[3 * c + q];
+    for (index c = 0; c < scored; ++c) {
+        double s[3];
+        for (index q = 0; q < 3; ++q)
+            s[q] = acc ? lanes_total(acc + (3 * c + q) * LANES) : sums[3 * c + q];
+        if (p.settle) {
+            overlap_settle(p, b, c, s);
+            continue;
+        }
+        for (index q = 0; q < 3; ++q)
+            p.partials[((q * scored + c) * p.batch + b) * p.chunks + k] = s[q];
+    }
 }
 
 // Sweep 2, one entry's L positions [s, s + L) of a tile (p, g and, for
@@ -312,58 +348,78 @@ inline void overlap_pass(const OverlapArgs<T>& p, index u) {
     const index s0 = k * p.chunk, s1 = std::min(S, s0 + p.chunk);
     const index per_tile = S <= OV_TILE / 2 ? OV_TILE / std::max<index>(S, 1) : 1;
     const bool sums = p.pass == 1, act = ACT != OV_NONE, dense = p.labels == nullptr;
+    // The gradient follows the sums in this unit (settled entries); when an
+    // entry is one tile, from the tile's buffers as the sums left them.
+    const bool then_grad = sums && p.settle && p.grad, reuse = then_grad && s1 - s0 <= OV_TILE;
     const index tile = C * OV_TILE;  // every channel of a tile
     std::vector<T> xbuf(act && per_tile > 1 ? tile : 0), pbuf(act ? tile : 0),
         dbuf(ACT == OV_SIGMOID ? tile : 0), gbuf(!dense || per_tile > 1 ? tile : 0);
     std::vector<double> acc(sums ? 3 * C * LANES : 0), totals(sums ? 3 * C : 0);
+    // p (with `deriv` also p') and g of the n entries from b, positions
+    // [s, s + L) of each, for the sums (for_sums) or the gradient.
+    auto load = [&](index b, index n, index s, index L, bool for_sums, bool deriv) {
+        if (act && !for_sums && p.keep_p) {  // sweep 1 left p in the gradient
+            overlap_gather(p.grad, C, S, b, n, s, L, pbuf.data());
+        } else if (act) {
+            const T* src = p.x + b * CS + s;
+            index stride = S;
+            if (n > 1) {
+                overlap_gather(p.x, C, S, b, n, s, L, xbuf.data());
+                src = xbuf.data();
+                stride = OV_TILE;
+            }
+            if (deriv)
+                overlap_activate<ACT, ACT == OV_SIGMOID>(src, C, stride, n * L, pbuf.data(),
+                                                         dbuf.data());
+            else
+                overlap_activate<ACT, false>(src, C, stride, n * L, pbuf.data(), (T*)nullptr);
+            if (for_sums && p.keep_p && !reuse)
+                overlap_scatter(pbuf.data(), C, S, b, n, s, L, p.grad);
+        }
+        if (!dense) {
+            const std::int64_t* __restrict lab = p.labels + b * S + s;  // n L in a row
+            for (index c = 0; c < C; ++c)
+                for (index j = 0; j < n * L; ++j)
+                    gbuf[c * OV_TILE + j] = vselect(lab[j] == c, T(1), T(0));
+        } else if (n > 1) {
+            overlap_gather(p.target, C, S, b, n, s, L, gbuf.data());
+        }
+    };
+    // Entry e (of n from b) of the loaded tile: p, p' and g of channel c,
+    // position j at pe[c * ps + j], de[c * ps + j] and ge[c * gs + j]; g is
+    // the target itself, or the tile's copy.
+    const index ps = act ? OV_TILE : S;
+    auto run = [&](index b, index n, index s, index L, bool grad) {
+        const bool direct = dense && n == 1;
+        const index gs = direct ? S : OV_TILE;
+        for (index e = 0; e < n; ++e) {
+            const T* pe = act ? pbuf.data() + e * L : p.x + (b + e) * CS + s;
+            const T* ge = direct ? p.target + b * CS + s : gbuf.data() + e * L;
+            if (grad) {
+                const T* de = ACT == OV_SIGMOID ? dbuf.data() + e * L : nullptr;
+                overlap_grad<T, ACT, SQ>(p, b + e, s, L, pe, de, ps, ge, gs);
+                continue;
+            }
+            const bool whole = s == s0 && s + OV_TILE >= s1;
+            overlap_sums<T, SQ>(p.first, C, L, pe, ps, ge, gs, s == s0, whole, acc.data(),
+                                totals.data());
+            if (s + OV_TILE >= s1)
+                overlap_sums_done(p, b + e, k, whole ? nullptr : acc.data(), totals.data());
+        }
+    };
     for (index b = b0; b < b1; b += per_tile) {
         const index n = std::min(per_tile, b1 - b);
         for (index s = s0; s < s1; s += OV_TILE) {
             const index L = std::min(OV_TILE, s1 - s);  // per entry
-            if (act && !sums && p.keep_p) {  // sweep 1 left p in the gradient
-                overlap_gather(p.grad, C, S, b, n, s, L, pbuf.data());
-            } else if (act) {
-                const T* src = p.x + b * CS + s;
-                index stride = S;
-                if (n > 1) {
-                    overlap_gather(p.x, C, S, b, n, s, L, xbuf.data());
-                    src = xbuf.data();
-                    stride = OV_TILE;
-                }
-                if (sums)
-                    overlap_activate<ACT, false>(src, C, stride, n * L, pbuf.data(), (T*)nullptr);
-                else
-                    overlap_activate<ACT, ACT == OV_SIGMOID>(src, C, stride, n * L, pbuf.data(),
-                                                             dbuf.data());
-                if (sums && p.keep_p) overlap_scatter(pbuf.data(), C, S, b, n, s, L, p.grad);
-            }
-            // g of entry e at ge(e)[c * gs + j]: the target itself, or the tile's copy
-            const bool direct = dense && n == 1;
-            if (!dense) {
-                const std::int64_t* __restrict lab = p.labels + b * S + s;  // n L in a row
-                for (index c = 0; c < C; ++c)
-                    for (index j = 0; j < n * L; ++j)
-                        gbuf[c * OV_TILE + j] = vselect(lab[j] == c, T(1), T(0));
-            } else if (n > 1) {
-                overlap_gather(p.target, C, S, b, n, s, L, gbuf.data());
-            }
-            const index gs = direct ? S : OV_TILE, ps = act ? OV_TILE : S;
-            for (index e = 0; e < n; ++e) {
-                const T* pe = act ? pbuf.data() + e * L : p.x + (b + e) * CS + s;
-                const T* ge = direct ? p.target + b * CS + s : gbuf.data() + e * L;
-                if (sums) {
-                    const bool whole = s == s0 && s + OV_TILE >= s1;
-                    overlap_sums<T, SQ>(p.first, C, L, pe, ps, ge, gs, s == s0, whole,
-                                        acc.data(), totals.data());
-                    if (s + OV_TILE >= s1)
-                        overlap_sums_done(p, b + e, k, whole ? nullptr : acc.data(),
-                                          totals.data());
-                } else {
-                    const T* de = ACT == OV_SIGMOID ? dbuf.data() + e * L : nullptr;
-                    overlap_grad<T, ACT, SQ>(p, b + e, s, L, pe, de, ps, ge, gs);
-                }
-            }
+            load(b, n, s, L, sums, !sums || reuse);
+            run(b, n, s, L, !sums);
         }
+        if (then_grad)
+            for (index s = s0; s < s1; s += OV_TILE) {
+                const index L = std::min(OV_TILE, s1 - s);
+                if (!reuse) load(b, n, s, L, false, true);
+                run(b, n, s, L, true);
+            }
     }
 }
 
@@ -386,35 +442,20 @@ using overlap_f64_fn = double(const OverlapArgs<double>&, index);
 CLOSS_MULTIVERSION(overlap_f32_fn, overlap_f32, overlap_unit<float>)
 CLOSS_MULTIVERSION(overlap_f64_fn, overlap_f64, overlap_unit<double>)
 
-// The sums of each entry (b, c), then its loss and gradient coefficients
-// (step 2 of the design).  Returns the sum of the weighted losses.
+// The sums of each entry (b, c) from the partials, settled (step 2 of the design).
 template <class T>
-double overlap_finish(const OverlapArgs<T>& p, std::vector<T>& coef_g, std::vector<T>& coef_p) {
-    const index C = p.classes, scored = C - p.first, B = p.batch;
+void overlap_finish(const OverlapArgs<T>& p) {
+    const index scored = p.classes - p.first, B = p.batch;
     const index run = p.batch_sum ? B * p.chunks : p.chunks;  // partials per entry and sum
-    std::vector<double> losses((p.batch_sum ? 1 : B) * scored);
-    for (index b = 0, e = 0; b < (p.batch_sum ? 1 : B); ++b)
-        for (index c = 0; c < scored; ++c, ++e) {
+    for (index e = 0; e < (p.batch_sum ? 1 : B); ++e)
+        for (index c = 0; c < scored; ++c) {
             double sums[3];
             for (index q = 0; q < 3; ++q) {
-                const double* v = p.partials + ((q * scored + c) * B + b) * p.chunks;
+                const double* v = p.partials + ((q * scored + c) * B + e) * p.chunks;
                 sums[q] = run == 1 ? v[0] : pairwise_sum(v, run);
             }
-            double dI, dP;
-            const double w = p.weight ? p.weight[c] : 1.0;
-            losses[e] = w * overlap_score(p, sums[0], sums[1], sums[2], dI, dP);
-            if (p.loss) p.loss[e] = T(losses[e]);
-            if (p.grad) {
-                const double up = p.grad_output ? p.gscale * double(p.grad_output[e]) : p.gscale;
-                const double scale = w * up;
-                const T ci = T(scale * dI), cq = T(scale * dP * (p.squared ? 2.0 : 1.0));
-                for (index bb = p.batch_sum ? 0 : b; bb < (p.batch_sum ? B : b + 1); ++bb) {
-                    coef_g[bb * C + p.first + c] = ci;
-                    coef_p[bb * C + p.first + c] = cq;
-                }
-            }
+            overlap_settle(p, e, c, sums);
         }
-    return pairwise_sum(losses.data(), index(losses.size()));
 }
 
 // The whole computation: sweep 1, the scores, and sweep 2 when p.grad is set.
@@ -423,7 +464,7 @@ template <class T>
 double overlap_run(double (*unit)(const OverlapArgs<T>&, index), const OverlapArgs<T>& args,
                    int threads) {
     OverlapArgs<T> p = args;
-    const index C = p.classes;
+    const index C = p.classes, scored = C - p.first;
     // Units of about ROW_CHUNK_ELEMENTS input elements (pieces of a whole
     // number of tiles, or groups of small entries): the shape alone fixes
     // them, never the thread count.
@@ -432,20 +473,25 @@ double overlap_run(double (*unit)(const OverlapArgs<T>&, index), const OverlapAr
     p.chunks = (p.spatial + p.chunk - 1) / p.chunk;
     p.group = p.chunks > 1 ? 1 : std::max<index>(1, unit_elements / std::max<index>(1, C * p.spatial));
     const index units = p.chunks * ((p.batch + p.group - 1) / p.group);
-    std::vector<double> partials(3 * (C - p.first) * p.batch * p.chunks);
+    p.settle = p.chunks == 1 && !p.batch_sum;
+    std::vector<double> partials(p.settle ? 0 : 3 * scored * p.batch * p.chunks),
+        losses((p.batch_sum ? 1 : p.batch) * scored);
+    std::vector<T> coef_g(p.grad ? p.batch * C : 0, T(0)), coef_p(coef_g.size(), T(0));
     p.partials = partials.data();
+    p.losses = losses.data();
+    p.coef_g = coef_g.data();
+    p.coef_p = coef_p.data();
     p.keep_p = p.grad && p.act == OV_SOFTMAX;
     p.pass = 1;
     sum_chunks(units, threads, [&](index u) { return unit(p, u); });
-    std::vector<T> coef_g(p.grad ? p.batch * C : 0, T(0)), coef_p(coef_g.size(), T(0));
-    const double total = overlap_finish(p, coef_g, coef_p);
-    if (p.grad) {
-        p.coef_g = coef_g.data();
-        p.coef_p = coef_p.data();
-        p.pass = 2;
-        sum_chunks(units, threads, [&](index u) { return unit(p, u); });
+    if (!p.settle) {
+        overlap_finish(p);
+        if (p.grad) {
+            p.pass = 2;
+            sum_chunks(units, threads, [&](index u) { return unit(p, u); });
+        }
     }
-    return total;
+    return pairwise_sum(losses.data(), index(losses.size()));
 }
 
 }  // namespace closs
