@@ -21,7 +21,7 @@
 // with α = β = 1/2 and both smooth terms halved (jaccard: α = β = 1).  The
 // sums and the score are in double; P - I costs D an absolute error of a few
 // ulp of P + G, so L = 1 - N/D is right to a few ulp of 1, as MONAI's own
-// 1 - N/D.  The gradient, from the same function (overlap_score):
+// 1 - N/D.  The gradient, from the same function (overlap_settle):
 //   dL/dp = dL/dI g + dL/dP (1, or 2p if squared),
 //   dL/dI = -(k - u N/D) / D,   dL/dP = a N / D^2,
 // times the class weight, the reduction's scale and the upstream gradient,
@@ -108,19 +108,6 @@ struct OverlapArgs {
     T* coef_g;                     // sweep 2 in: (batch, classes) dL/dI ...
     T* coef_p;                     // ... and dL/dP (times 2 if squared), 0 where unscored
 };
-
-// L = 1 - N/D for the sums of one entry; sets dL/dI and dL/dP.  Value and
-// gradient of every option come from here.
-template <class T>
-inline double overlap_score(const OverlapArgs<T>& q, double I, double P, double G, double& dI,
-                            double& dP) {
-    const double N = q.k * I + q.nr;
-    const double D = ((q.u * I + q.a * P) + q.b * G) + q.dr;
-    const double r = N / D;
-    dI = -(q.k - q.u * r) / D;
-    dP = q.a * r / D;
-    return 1.0 - r;
-}
 
 constexpr index OV_TILE = 64;  // positions per tile
 
@@ -254,20 +241,26 @@ inline void overlap_sums(index first, index C, index L, const T* pe, index ps, c
     }
 }
 
-// Entry (with batch=True: channel) e's scored channel c from its three sums:
-// its weighted loss, and the gradient coefficients of the entries it covers
-// (step 2 of the design).
+// Entry (with batch=True: channel) e's scored channel c from its three sums
+// I, P, G: its weighted loss L = 1 - N/D and, for the gradient, the
+// coefficients dL/dI = -(k - u N/D) / D and dL/dP = a N / D^2 of the entries
+// it covers (step 2 of the design).  Value and gradient of every option come
+// from here.
 template <class T>
 inline void overlap_settle(const OverlapArgs<T>& p, index e, index c, const double* sums) {
     const index scored = p.classes - p.first, at = e * scored + c;
-    double dI, dP;
+    const double I = sums[0], P = sums[1], G = sums[2];
+    const double N = p.k * I + p.nr;
+    const double D = ((p.u * I + p.a * P) + p.b * G) + p.dr;
+    const double r = N / D;
     const double w = p.weight ? p.weight[c] : 1.0;
-    p.losses[at] = w * overlap_score(p, sums[0], sums[1], sums[2], dI, dP);
+    p.losses[at] = w * (1.0 - r);
     if (p.loss) p.loss[at] = T(p.losses[at]);
     if (!p.grad) return;
     const double up = p.grad_output ? p.gscale * double(p.grad_output[at]) : p.gscale;
     const double scale = w * up;
-    const T ci = T(scale * dI), cq = T(scale * dP * (p.squared ? 2.0 : 1.0));
+    const T ci = T(scale * (-(p.k - p.u * r) / D)),
+            cq = T(scale * (p.a * r / D) * (p.squared ? 2.0 : 1.0));
     for (index b = p.batch_sum ? 0 : e; b < (p.batch_sum ? p.batch : e + 1); ++b) {
         p.coef_g[b * p.classes + p.first + c] = ci;
         p.coef_p[b * p.classes + p.first + c] = cq;
