@@ -1539,6 +1539,9 @@ def _overlap_class_weight(weight, scored):
 def _overlap_operands(opts, input, target):
     """Validate one call of a Dice / Tversky loss into kernel operands (MONAI's
     pipeline: activation, to_onehot_y, include_background, shape check, weight)."""
+    ops = _overlap.fast_operands(opts, input, target)
+    if ops is not None:
+        return ops
     act, onehot, include_background, squared, batch, coefficients, weight, keep_spatial = opts
     x = _v.contiguous(_v.float_array(input, "input"))
     shape = x.shape

@@ -11,6 +11,28 @@ ctypedef fused real:
     double
 
 
+cdef inline bint native_carray(cnp.ndarray a) noexcept:
+    """C-contiguous, aligned and in native byte order."""
+    return cnp.PyArray_ISCARRAY_RO(a) and not cnp.PyArray_ISBYTESWAPPED(a)
+
+
+cdef inline bint same_float_layout(object a, object b) noexcept:
+    """True when a and b are float32/float64 arrays of one dtype and one shape,
+    both native C-contiguous arrays (closs._kernels._pointwise.same_layout)."""
+    if type(a) is not cnp.ndarray or type(b) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray x = <cnp.ndarray> a, y = <cnp.ndarray> b
+    cdef int t = cnp.PyArray_TYPE(x), d
+    if (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or cnp.PyArray_TYPE(y) != t:
+        return False
+    if not (native_carray(x) and native_carray(y)) or cnp.PyArray_NDIM(x) != cnp.PyArray_NDIM(y):
+        return False
+    for d in range(cnp.PyArray_NDIM(x)):
+        if cnp.PyArray_DIM(x, d) != cnp.PyArray_DIM(y, d):
+            return False
+    return True
+
+
 cdef inline real* data_or_null(object arr, real tag) noexcept:
     """The data pointer of an array, or NULL for None."""
     if arr is None:

@@ -12,7 +12,8 @@ cimport numpy as cnp
 import numpy as np
 from libc.stdint cimport int64_t
 
-from closs._kernels._arrays cimport data_or_null, grad_buffer, real, scalar_of, upstream
+from closs._kernels._arrays cimport (data_or_null, grad_buffer, native_carray, real,
+                                    same_float_layout, scalar_of, upstream)
 from closs._kernels._runtime cimport threads_for
 
 cnp.import_array()
@@ -161,6 +162,50 @@ cdef class Operands:
         self.weight = weight
         self.loss_shape = loss_shape
         self.count = (self.classes - first) * (1 if batch_sum else self.batch)
+
+
+def fast_operands(opts, input, target):
+    """The Operands of the common call, or None for closs.functional's
+    _overlap_operands to validate (and raise for) any other: a native
+    C-contiguous float32/float64 input (B, C >= 2, spatial...), no class
+    weight, and a target of the input's layout or, with to_onehot_y, native
+    C-contiguous int64 labels (B, 1, spatial...) in [0, C)."""
+    act, onehot, include_background, squared, batch, coefficients, weight, keep_spatial = opts
+    if weight is not None or type(input) is not cnp.ndarray:
+        return None
+    cdef cnp.ndarray x = <cnp.ndarray> input, t
+    cdef int kind = cnp.PyArray_TYPE(x), ndim = cnp.PyArray_NDIM(x), d
+    if (kind != cnp.NPY_FLOAT32 and kind != cnp.NPY_FLOAT64) or not native_carray(x):
+        return None
+    if ndim < 3 or cnp.PyArray_DIM(x, 1) < 2:
+        return None
+    cdef Py_ssize_t classes = cnp.PyArray_DIM(x, 1), n
+    labels = y = None
+    if onehot:
+        if type(target) is not cnp.ndarray:
+            return None
+        t = <cnp.ndarray> target
+        if cnp.PyArray_TYPE(t) != cnp.NPY_INT64 or not native_carray(t):
+            return None
+        if cnp.PyArray_NDIM(t) != ndim or cnp.PyArray_DIM(t, 1) != 1:
+            return None
+        for d in range(ndim):
+            if d != 1 and cnp.PyArray_DIM(t, d) != cnp.PyArray_DIM(x, d):
+                return None
+        n = cnp.PyArray_SIZE(t)
+        if first_out_of_range(<const int64_t*> cnp.PyArray_DATA(t), n, 0, classes,
+                              threads_for(n, GRAIN)) >= 0:
+            return None
+        labels = t
+    elif same_float_layout(x, target):
+        y = target
+    else:
+        return None
+    cdef Py_ssize_t first = 0 if include_background else 1
+    shape = (<object> x).shape
+    lead = (classes - first,) if batch else (shape[0], classes - first)
+    return Operands(x, y, labels, act, first, squared, batch, coefficients, None,
+                    lead + (1,) * (ndim - 2) if keep_spatial else lead)
 
 
 cdef double run(real tag, Operands ops, object loss, object grad, object grad_output,

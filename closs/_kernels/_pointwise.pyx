@@ -9,7 +9,8 @@ partial sums, so it is the same for any number of threads.
 """
 cimport numpy as cnp
 
-from closs._kernels._arrays cimport data_or_null, empty_like, grad_buffer, real, scalar_of, upstream
+from closs._kernels._arrays cimport (data_or_null, empty_like, grad_buffer, real, same_float_layout,
+                                    scalar_of, upstream)
 from closs._kernels._runtime cimport threads_for
 
 from closs import _validation as _v
@@ -144,22 +145,7 @@ cdef class Operands:
 def same_layout(a, b):
     """True when a and b are float32/float64 arrays of one dtype and one shape,
     both C-contiguous and aligned: the operands need no conversion at all."""
-    if type(a) is not cnp.ndarray or type(b) is not cnp.ndarray:
-        return False
-    cdef cnp.ndarray x = <cnp.ndarray> a, y = <cnp.ndarray> b
-    cdef int t = cnp.PyArray_TYPE(x), d
-    if (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64) or cnp.PyArray_TYPE(y) != t:
-        return False
-    if not (cnp.PyArray_ISCARRAY_RO(x) and cnp.PyArray_ISCARRAY_RO(y)):
-        return False
-    if cnp.PyArray_ISBYTESWAPPED(x) or cnp.PyArray_ISBYTESWAPPED(y):
-        return False
-    if cnp.PyArray_NDIM(x) != cnp.PyArray_NDIM(y):
-        return False
-    for d in range(cnp.PyArray_NDIM(x)):
-        if cnp.PyArray_DIM(x, d) != cnp.PyArray_DIM(y, d):
-            return False
-    return True
+    return same_float_layout(a, b)
 
 
 cdef Py_ssize_t first_outside(cnp.ndarray a, bint below_zero_only):
