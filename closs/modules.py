@@ -94,16 +94,11 @@ class _Loss:
     def value_and_grad(self, *args, grad_output=None, grad_out=None):
         """``(value, grad)`` computed together in one sweep over the inputs;
         grad_out as in :meth:`backward`."""
-        if grad_out is None:  # the common call, without the buffers' checks
-            ops = self._saved = self._operands(*args)
-            self._saved_args = args
-            value, grad = self._sweep(ops, self.reduction, True, True, grad_output)
-            return value, grad
-        outs = _v.grad_out(grad_out, args, self._grad_args)
+        outs = None if grad_out is None else _v.grad_out(grad_out, args, self._grad_args)
         ops = self._saved = self._operands(*args)
         self._saved_args = args
         value, grad = self._sweep(ops, self.reduction, True, True, grad_output, outs)
-        return value, _v.deliver(grad, outs)
+        return value, (grad if outs is None else _v.deliver(grad, outs))
 
     def extra_repr(self):
         return f"reduction={self.reduction!r}" if self.reduction != "mean" else ""
