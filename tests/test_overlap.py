@@ -389,7 +389,12 @@ def test_tversky_options(opt, dtype):
         check_against_reference("tversky", x, y, reduction, go, kw, dtype)
 
 
-SHAPES = [(2, 3, 7), (2, 3, 4, 5), (1, 4, 3, 2, 5), (3, 2, 130), (2, 5, 1, 1)]
+# Every route of csrc/closs_overlap.hpp: entries packed several to a tile (at most 32
+# positions), an entry of one tile (48: its gradient from the tile's buffers), of
+# several tiles in one unit (130, with a tail tile), of several units (4200 positions
+# of 2 channels: separate sums and gradient sweeps); single positions.
+SHAPES = [(2, 3, 7), (2, 3, 4, 5), (1, 4, 3, 2, 5), (2, 3, 6, 8), (3, 2, 130), (1, 2, 4200),
+          (2, 5, 1, 1)]
 
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
@@ -397,7 +402,7 @@ SHAPES = [(2, 3, 7), (2, 3, 4, 5), (1, 4, 3, 2, 5), (3, 2, 130), (2, 5, 1, 1)]
 @pytest.mark.parametrize("kind", ["dice", "tversky"])
 @pytest.mark.parametrize("act", ACTS)
 def test_shapes(kind, act, shape, dtype):
-    """1 to 3 spatial dims, a tail tile (130 positions), single positions."""
+    """1 to 3 spatial dims, every route of the kernel."""
     for onehot, reduction in itertools.product([False, True], REDUCTIONS):
         rng = rng_for("shapes", kind, act, shape, onehot, reduction, np.dtype(dtype).name)
         x, y = make_inputs(rng, shape, dtype, act, onehot)
@@ -947,6 +952,48 @@ def test_class_attributes():
 # =================================================================================
 # Layouts, dtypes, routes, threads
 # =================================================================================
+
+
+def test_fast_operands_agree_with_the_validated_path():
+    """The common call's operands, made in Cython (fast_operands), equal those of
+    closs.functional's full validation of the same call; any other call is left
+    to that validation (None)."""
+    from closs._kernels import _overlap
+    rng = rng_for("fast-operands")
+    fields = ("batch", "classes", "spatial", "first", "act", "squared", "batch_sum", "k", "u",
+              "a", "b", "nr", "dr", "count", "loss_shape")
+    cases = [(CF._dice_options(True, False, False, True, None, False, False, 1e-5, 1e-5, False,
+                               None), (2, 3, 4, 5), False),
+             (CF._dice_options(False, False, True, False, None, True, True, 0.5, 0.1, True,
+                               None), (3, 4, 6), False),
+             (CF._tversky_options(False, True, False, True, None, 0.3, 0.7, 1e-5, 1e-5,
+                                  False), (2, 3, 4, 5), True),
+             (CF._tversky_options(True, True, True, False, None, 0.5, 0.5, 1.0, 1.0, True),
+              (1, 2, 9), True)]
+    for opts, shape, onehot in cases:
+        for dtype in FLOATS:
+            x, y = make_inputs(rng, shape, dtype, "softmax", onehot)
+            fast = _overlap.fast_operands(opts, x, y)
+            slow = CF._overlap_operands(opts, np.asfortranarray(x), y.tolist())
+            assert fast is not None
+            for name in fields:
+                assert getattr(fast, name) == getattr(slow, name), name
+            assert_identical(fast.x, slow.x)
+            assert_identical(fast.labels if onehot else fast.target,
+                             slow.labels if onehot else slow.target)
+            assert (fast.target if onehot else fast.labels) is None
+    dice, tversky = cases[0][0], cases[2][0]
+    x, y = make_inputs(rng, (2, 3, 4, 5), np.float64, "softmax", False)
+    _, labels = make_inputs(rng, (2, 3, 4, 5), np.float64, "softmax", True)
+    bad_labels = labels.copy()
+    bad_labels[1, 0, 2, 3] = 3
+    others = [(dice, x.tolist(), y), (dice, np.asfortranarray(x), y), (dice, x, y[:, :2]),
+              (dice, x, y.astype(np.float32)), (dice, x.astype(">f8"), y), (dice, x[:, :1],
+              y[:, :1]), (dice, x[..., 0, 0], y[..., 0, 0]),
+              (dice._replace(weight=np.ones(3)), x, y), (tversky, x, labels.astype(np.int32)),
+              (tversky, x, bad_labels), (tversky, x, labels[:, :, :3]), (tversky, x, y)]
+    for opts, a, b in others:
+        assert _overlap.fast_operands(opts, a, b) is None
 
 
 @pytest.mark.parametrize("kind", ["dice", "tversky"])
