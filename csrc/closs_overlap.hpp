@@ -105,7 +105,7 @@ struct OverlapArgs {
     bool keep_p;                   // sweep 1 stores p in grad for sweep 2 (softmax)
     double* partials;              // sweep 1 out: [3][scored channel][b][unit of b]
     double* losses;                // the weighted score per entry (as loss, in double)
-    T* coef_g;                     // sweep 2 in: (batch, classes) dL/dI ...
+    T* coef_g;                     // (batch, classes) dL/dI (from overlap_settle) ...
     T* coef_p;                     // ... and dL/dP (times 2 if squared), 0 where unscored
 };
 
