@@ -1626,7 +1626,7 @@ def dice_loss(input, target, include_background=True, to_onehot_y=False, sigmoid
     >>> x = np.stack([1 - p1, p1])[None]         # (1, 2, 2, 2) class probabilities
     >>> y = np.array([[[[1, 0], [1, 0]]]])         # (1, 1, 2, 2) labels
     >>> F.dice_loss(x, y, to_onehot_y=True)
-    np.float64(0.200500749368421)
+    np.float64(0.20050074936842105)
     """
     reduction = _v.reduction(reduction, alias=False)
     opts = _dice_options(include_background, to_onehot_y, sigmoid, softmax, other_act,

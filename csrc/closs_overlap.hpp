@@ -210,22 +210,23 @@ inline void overlap_sums(index first, index C, index L, const T* pe, index ps, c
         };
         index j = 0;
         for (; j + LANES <= L; j += LANES) add(pc + j, gc + j);
-        if (j < L) {  // the last few positions, zero-padded to LANES (through memory:
-                      // a lane select on a vector wider than the register is
-                      // scalar code on AVX2 and SSE2)
-            T ptail[LANES] = {}, gtail[LANES] = {};
-            for (index l = 0; j + l < L; ++l) {
-                ptail[l] = pc[j + l];
-                gtail[l] = gc[j + l];
-            }
-            add(ptail, gtail);
+        // The last L % LANES positions in double, joined after the lanes.
+        // Scalar code: a zero-padded vector made through memory stalls on
+        // store forwarding (16x4x3x3 kernel: 3.0 -> 2.0 us value, 3.8 -> 2.8 us
+        // value+grad).
+        double tail[3] = {0.0, 0.0, 0.0};
+        for (; j < L; ++j) {
+            const T pv = pc[j], gv = gc[j];
+            tail[0] += double(pv * gv);
+            tail[1] += double(SQ ? pv * pv : pv);
+            tail[2] += double(SQ ? gv * gv : gv);
         }
         const V* t[3] = {tI, tP, tG};
         double* slot = acc + 3 * (c - first) * LANES;
         for (int q = 0; q < 3; ++q) {
             VD d[2] = {__builtin_convertvector(t[q][0], VD), __builtin_convertvector(t[q][1], VD)};
             if (whole) {
-                sums[3 * (c - first) + q] = lanes_total(d[0], d[1]);
+                sums[3 * (c - first) + q] = lanes_total(d[0], d[1]) + tail[q];
                 continue;
             }
             for (int h = 0; h < 2; ++h) {
@@ -237,6 +238,7 @@ inline void overlap_sums(index first, index C, index L, const T* pe, index ps, c
                 }
                 std::memcpy(to, &d[h], sizeof d[h]);
             }
+            slot[q * LANES] += tail[q];
         }
     }
 }
