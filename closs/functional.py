@@ -1570,13 +1570,10 @@ def _overlap_operands(opts, input, target):
             raise ValueError(f"target: expected the shape of input {shape} (ground truth has "
                              f"different shape {y.shape} from input {shape}), got {y.shape}")
         y = _v.contiguous(y)
-    scored = classes - first
-    lead = (scored,) if batch else (shape[0], scored)
-    loss_shape = lead + (1,) * (len(shape) - 2) if keep_spatial else lead
     if weight is not None:
-        weight = _overlap_class_weight(weight, scored)
+        weight = _overlap_class_weight(weight, classes - first)
     return _overlap.Operands(x, y, labels, act, first, squared, batch, coefficients, weight,
-                             loss_shape)
+                             keep_spatial)
 
 
 def dice_loss(input, target, include_background=True, to_onehot_y=False, sigmoid=False,

@@ -601,8 +601,7 @@ class _OverlapLoss(_Loss):
         self.batch = opts.batch
 
     def _operands(self, input, target):
-        ops = F._overlap.fast_operands(self._options, input, target)  # the common call
-        return ops if ops is not None else F._overlap_operands(self._options, input, target)
+        return F._overlap_operands(self._options, input, target)
 
 
 class DiceLoss(_OverlapLoss):

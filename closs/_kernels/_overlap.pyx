@@ -133,7 +133,8 @@ cdef class Operands:
     None.  act: NONE / SIGMOID / SOFTMAX; first: the first scored channel;
     weight: float64 (C - first,) or None; k, u, a, b, nr, dr: the score's
     coefficients.  count: the number of entries (the 'mean' denominator);
-    loss_shape: the shape of the 'none' loss.
+    loss_shape: the shape of the 'none' loss, (B, C - first) or with batch_sum
+    (C - first,), and with keep_spatial (Dice) a 1 per spatial dim.
     """
 
     cdef public cnp.ndarray x
@@ -144,8 +145,10 @@ cdef class Operands:
     cdef public double k, u, a, b, nr, dr, count
 
     def __init__(self, cnp.ndarray x, target, labels, int act, Py_ssize_t first, bint squared,
-                 bint batch_sum, coefficients, weight, loss_shape):
+                 bint batch_sum, coefficients, weight, bint keep_spatial):
         cdef int d
+        cdef Py_ssize_t scored
+        cdef tuple lead
         self.x = x
         self.batch = x.shape[0]
         self.classes = x.shape[1]
@@ -160,8 +163,15 @@ cdef class Operands:
         self.batch_sum = batch_sum
         self.k, self.u, self.a, self.b, self.nr, self.dr = coefficients
         self.weight = weight
-        self.loss_shape = loss_shape
-        self.count = (self.classes - first) * (1 if batch_sum else self.batch)
+        scored = self.classes - first
+        if batch_sum:
+            lead = (scored,)
+        else:
+            lead = (self.batch, scored)
+        if keep_spatial:
+            lead += (1,) * (x.ndim - 2)
+        self.loss_shape = lead
+        self.count = scored * (1 if batch_sum else self.batch)
 
 
 def fast_operands(opts, input, target):
@@ -201,11 +211,8 @@ def fast_operands(opts, input, target):
         y = target
     else:
         return None
-    cdef Py_ssize_t first = 0 if include_background else 1
-    shape = (<object> x).shape
-    lead = (classes - first,) if batch else (shape[0], classes - first)
-    return Operands(x, y, labels, act, first, squared, batch, coefficients, None,
-                    lead + (1,) * (ndim - 2) if keep_spatial else lead)
+    return Operands(x, y, labels, act, 0 if include_background else 1, squared, batch,
+                    coefficients, None, keep_spatial)
 
 
 cdef double run(real tag, Operands ops, object loss, object grad, object grad_output,
