@@ -11,7 +11,8 @@ MONAI's conventions (spec §22, §24, §25).
   upstream gradients, 1 to 3 spatial dims;
 * golden files (tests/golden/overlap/, made by tests/golden/overlap/make_golden.py
   from the torch reference), checked without torch;
-* parity with MONAI itself when it is importable (it usually is not);
+* parity with MONAI 1.6.1 itself when it is importable (CI installs it): dense
+  targets and to_onehot_y labels, both dtypes, the option families;
 * 4th-order finite differences (float64); hypothesis properties (the Dice /
   Tversky / jaccard identities, reductions, against the reference);
 * empty masks and the smooth terms, empty arrays, NaN / inf, huge logits;
@@ -523,30 +524,45 @@ def test_golden(func, case):
 
 
 # =================================================================================
-# MONAI itself (usually not installed)
+# MONAI itself (when importable; .ci/run installs it)
 # =================================================================================
 
 
 @pytest.mark.parametrize("kind", ["dice", "tversky"])
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("batch", [False, True])
-def test_monai_parity(kind, act, batch):
+@pytest.mark.parametrize("onehot", [False, True], ids=["dense", "labels"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_monai_parity(kind, act, batch, onehot, dtype):
+    """Value and gradient against MONAI's own DiceLoss / TverskyLoss (autograd),
+    for every option family, dense targets and to_onehot_y labels."""
     monai = pytest.importorskip("monai")
     torch = TORCH
-    rng = rng_for("monai", kind, act, batch)
-    x, y = make_inputs(rng, (2, 3, 4, 5), np.float64, act, onehot=False)
-    cases = [dict(include_background=False), dict(reduction="none")]
-    cases += ([dict(squared_pred=True), dict(jaccard=True), dict(weight=[0.5, 1.0, 2.0])]
-              if kind == "dice" else [dict(alpha=0.3, beta=0.7)])
+    rng = rng_for("monai", kind, act, batch, onehot, np.dtype(dtype).name)
+    x, y = make_inputs(rng, (2, 3, 4, 5), dtype, act, onehot=onehot)
+    cases = [dict(), dict(include_background=False), dict(reduction="none"),
+             dict(reduction="sum", smooth_nr=0.5, smooth_dr=2.0)]
+    cases += ([dict(squared_pred=True), dict(jaccard=True), dict(weight=[0.5, 1.0, 2.0]),
+               dict(jaccard=True, squared_pred=True, include_background=False)]
+              if kind == "dice" else [dict(alpha=0.3, beta=0.7), dict(alpha=1.5, beta=0.2)])
+    cls = monai.losses.DiceLoss if kind == "dice" else monai.losses.TverskyLoss
     for extra in cases:
-        kw = dict(batch=batch, **act_kwargs(act), **extra)
-        cls = monai.losses.DiceLoss if kind == "dice" else monai.losses.TverskyLoss
+        kw = dict(batch=batch, to_onehot_y=onehot, **act_kwargs(act), **extra)
         xt = torch.from_numpy(x.copy()).requires_grad_(True)
-        out = cls(**kw)(xt, torch.from_numpy(y.copy()))  # float64 dense target: exact
-        out.backward(torch.ones_like(out))
-        value, grad = closs_cls(kind)(**kw).value_and_grad(x, y)
-        assert_close(value, out.detach().numpy(), np.float64)
-        assert_close(grad, xt.grad.numpy(), np.float64)
+        # MONAI one-hot encodes a float label tensor (B, 1, ...) itself, but in
+        # float32, and with squared_pred it sums squared vector norms: G =
+        # norm(one-hot)^2 then carries float32 roundings (sqrt(7)^2 != 7), where
+        # closs counts G exactly.  There MONAI gets the one-hot in x's dtype.
+        monai_kw, yt = kw, torch.from_numpy(y.astype(dtype))
+        if onehot and extra.get("squared_pred"):
+            monai_kw = dict(kw, to_onehot_y=False)
+            yt = torch.from_numpy(np.moveaxis(np.eye(3, dtype=dtype)[y[:, 0]], -1, 1).copy())
+        out = cls(**monai_kw)(xt, yt)
+        go = rng.uniform(0.5, 2.0, tuple(out.shape)).astype(dtype)
+        out.backward(torch.from_numpy(go))
+        value, grad = closs_cls(kind)(**kw).value_and_grad(x, y, grad_output=go)
+        assert_close(value, out.detach().numpy(), dtype)
+        assert_close(grad, xt.grad.numpy(), dtype)
 
 
 # =================================================================================
