@@ -5,13 +5,13 @@ Design:
 1. ``LOSSES`` describes each loss once: how to make its data, its sizes at the
    presets tiny / medium / large (``PRESETS``, ``LossSpec.sizes``), the closs
    class, a vectorised NumPy implementation of value and gradient (the
-   baseline a careful NumPy user would write), the torch / JAX (/ scikit-learn)
-   expressions, and its exp/log count per element (``LossSpec.exps``).
+   baseline a careful NumPy user would write), the torch / JAX (/ scikit-learn,
+   MONAI) expressions, and its exp/log count per element (``LossSpec.exps``).
 2. ``make_impls`` turns a (loss, data, mode) into zero-argument callables, one
    per implementation, each called exactly as a user calls it:
    closs ``loss(x, y)`` / ``loss.value_and_grad(x, y)``; torch on
    ``torch.from_numpy`` views, with the ``requires_grad_()`` leaf created inside
-   the timed call for "value+grad"; JAX through ``jax.jit`` (compiled during
+   the timed call for "value+grad" (MONAI's loss modules alike); JAX through ``jax.jit`` (compiled during
    warm-up, which is not timed) on arrays already on the device, waiting with
    ``block_until_ready``; NumPy as written below.
 3. ``check`` compares every peer's value and gradient with closs's before
@@ -50,8 +50,8 @@ import numpy as np
 
 import closs
 
-IMPLS = ("closs", "numpy", "torch", "jax", "sklearn")
-PEERS = ("torch", "jax", "sklearn")  # reported by `closs info`
+IMPLS = ("closs", "numpy", "torch", "jax", "sklearn", "monai")
+PEERS = ("torch", "jax", "sklearn", "monai")  # reported by `closs info`
 MODES = ("value", "value+grad")
 RTOL = {"float32": 1e-4, "float64": 1e-9}
 BUSY = 0.05  # other processes above this share of the CPUs make a timing suspect
@@ -226,6 +226,7 @@ class LossSpec:
     torch_fn: Callable  # (F, *tensors) -> loss tensor
     jax_fn: Callable  # (jnp, lax, *arrays) -> scalar, or None: no JAX peer
     sklearn_fn: Callable = None  # (grad_mode, *arrays) -> (value, grad), scikit-learn's Cython loss
+    monai_fn: Callable = None  # (monai) -> MONAI's loss module, called on torch tensors
     title: str = None  # the row's name in tables (default: name)
     options: tuple = ()  # (name, value) pairs for the closs class
     sizes: tuple = POINTWISE_SIZES  # make_data's n at the presets tiny, medium, large
@@ -466,7 +467,7 @@ _MODULES = {}
 
 
 def import_peer(name):
-    """The peer's module (torch, jax, sklearn, tqdm), or an ImportError-ish exception."""
+    """The peer's module (torch, jax, sklearn, monai, tqdm), or an ImportError-ish exception."""
     if name not in _MODULES:
         try:
             if name == "jax":
@@ -541,6 +542,10 @@ def make_impls(spec: LossSpec, arrays, mode, names=IMPLS):
             impls[name] = _jax_impl(spec, arrays, grad_mode)
         elif name == "sklearn" and spec.sklearn_fn is not None:
             impls[name] = _sklearn_impl(spec, arrays, grad_mode)
+        elif name == "monai" and spec.monai_fn is not None:
+            loss = spec.monai_fn(import_peer("monai"))
+            impls[name] = _torch_impl(spec, arrays, grad_mode, "monai",
+                                      lambda F, *ts, loss=loss: loss(*ts))
     return impls
 
 
@@ -552,16 +557,17 @@ def _sklearn_impl(spec, arrays, grad_mode):
     return Impl("sklearn", lambda: spec.sklearn_fn(grad_mode, *arrays), to_numpy)
 
 
-def _torch_impl(spec, arrays, grad_mode):
+def _torch_impl(spec, arrays, grad_mode, name="torch", fn=None):
+    """torch's functional form of the loss (spec.torch_fn), or fn (MONAI's module)."""
     torch = import_peer("torch")
     F = torch.nn.functional
-    fn = spec.torch_fn
+    fn = fn or spec.torch_fn
     from_numpy = torch.from_numpy
     if not grad_mode:
         def call():
             return fn(F, *[from_numpy(a) for a in arrays])
 
-        return Impl("torch", call, lambda out: (float(out), ()))
+        return Impl(name, call, lambda out: (float(out), ()))
     diff = spec.grad_args
 
     def call():
@@ -571,7 +577,7 @@ def _torch_impl(spec, arrays, grad_mode):
         loss.backward()
         return loss.detach(), tuple(ts[i].grad for i in diff)
 
-    return Impl("torch", call, lambda out: (float(out[0]), tuple(g.numpy() for g in out[1])))
+    return Impl(name, call, lambda out: (float(out[0]), tuple(g.numpy() for g in out[1])))
 
 
 def _jax_impl(spec, arrays, grad_mode):
@@ -997,7 +1003,7 @@ TABLE_NOTE = ("median time per call, ± half the inter-quartile range; peer/clos
 # ----------------------------------------------------------------------------------
 
 COLORS = {"closs": "tab:red", "numpy": "tab:gray", "torch": "tab:orange", "jax": "tab:blue",
-          "sklearn": "tab:green"}
+          "sklearn": "tab:green", "monai": "tab:purple"}
 
 
 class PlotError(RuntimeError):
@@ -1571,7 +1577,8 @@ for _spec in [
 
 # MONAI-style segmentation losses on (B, 4, H, W) logits with softmax over the 4
 # channels: Dice with a dense one-hot target, Tversky (alpha 0.3, beta 0.7) with
-# (B, 1, H, W) labels through to_onehot_y.  The peers implement MONAI's formulas.
+# (B, 1, H, W) labels through to_onehot_y.  The peers implement MONAI's formulas,
+# and MONAI itself is one when it is installed.
 
 OVERLAP_CLASSES = 4
 OVERLAP_SMOOTH = 1e-5  # MONAI's smooth_nr = smooth_dr default
@@ -1701,13 +1708,16 @@ for _spec in [
     LossSpec("dice", "DiceLoss", _dice_data, (0,), _np_dice, _np_dice_vg,
              lambda F, x, y: _monai_dice(import_peer("torch"), F.softmax(x, 1), y), _jax_dice,
              options=(("softmax", True),), title="DiceLoss (softmax, one-hot (B, 4, H, W))",
-             sizes=OVERLAP_SIZES, exps=(1, 1)),
+             sizes=OVERLAP_SIZES, exps=(1, 1),
+             monai_fn=lambda monai: monai.losses.DiceLoss(softmax=True)),
     LossSpec("tversky", "TverskyLoss", _tversky_data, (0,), _np_tversky, _np_tversky_vg,
              _torch_tversky, _jax_tversky,
              options=(("softmax", True), ("to_onehot_y", True), ("alpha", TVERSKY_AB[0]),
                       ("beta", TVERSKY_AB[1])),
              title="TverskyLoss (softmax, labels (B, 1, H, W), a=0.3 b=0.7)",
-             sizes=OVERLAP_SIZES, exps=(1, 1)),
+             sizes=OVERLAP_SIZES, exps=(1, 1),
+             monai_fn=lambda monai: monai.losses.TverskyLoss(
+                 softmax=True, to_onehot_y=True, alpha=TVERSKY_AB[0], beta=TVERSKY_AB[1])),
 ]:
     LOSSES[_spec.key] = _spec
 

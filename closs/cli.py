@@ -96,10 +96,10 @@ def build_parser():
     info.add_argument("--json", action="store_true", help="print the information as JSON")
 
     bench = sub.add_parser(
-        "bench", help="time closs against NumPy, torch, JAX and scikit-learn",
+        "bench", help="time closs against NumPy, torch, JAX, scikit-learn and MONAI",
         description="Time every loss of closs (value, and value+grad) at the tiny, medium "
                     "and large presets, on 1 and all threads, against a vectorised NumPy "
-                    "implementation, torch, jax and scikit-learn (when importable), after "
+                    "implementation, torch, jax, scikit-learn and MONAI (when importable), after "
                     "checking that every peer agrees with closs.")
     bench.add_argument("--quick", action="store_true",
                        help=f"a short run (under a minute): {','.join(QUICK_LOSSES)}, float32, "
@@ -169,7 +169,8 @@ def _info(args, out):
         f"  numpy         {info['numpy']}",
         "peers",
     ]
-    labels = {"torch": "torch", "jax": "jax", "sklearn": "scikit-learn", "tqdm": "tqdm"}
+    labels = {"torch": "torch", "jax": "jax", "sklearn": "scikit-learn", "monai": "MONAI",
+              "tqdm": "tqdm"}
     for name, label in labels.items():
         version = info["peers"].get(name)
         if version is None:

@@ -24,7 +24,7 @@ def test_info_prints_build_and_peers(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     for word in ("closs", "build flags", "OpenMP", "SIMD", "threads", "numpy", "torch", "jax",
-                 "scikit-learn"):
+                 "scikit-learn", "MONAI"):
         assert word in out
 
 
@@ -34,7 +34,7 @@ def test_info_json():
     info = json.loads(proc.stdout)
     assert {"cpu", "cores", "numpy", "closs", "closs_openmp", "closs_simd_selected",
             "closs_threads", "peers"} <= info.keys()
-    assert set(info["peers"]) >= {"torch", "jax", "sklearn"}
+    assert set(info["peers"]) >= {"torch", "jax", "sklearn", "monai"}
 
 
 def test_bench_json_structure(tmp_path, capsys):
@@ -90,6 +90,23 @@ def test_bench_peers_agree_with_closs():
     for r in doc["results"]:
         assert set(r["times"]) == {"closs", "numpy"} | peers
         assert all(c["ok"] for c in r["check"].values()), r["check"]
+
+
+@pytest.mark.parametrize("loss", ["dice", "tversky"])
+def test_bench_monai_peer(loss):
+    """MONAI's own DiceLoss / TverskyLoss is a peer of the overlap rows, checked
+    against closs like the others; the other losses have none."""
+    pytest.importorskip("monai")
+    spec = _bench.LOSSES[loss]
+    for dtype in ("float32", "float64"):
+        arrays = spec.make_data(np.random.default_rng(0), 16 * 4 * 8 * 8, np.dtype(dtype))
+        for mode in _bench.MODES:
+            impls = _bench.make_impls(spec, arrays, mode, ("closs", "monai"))
+            assert set(impls) == {"closs", "monai"}
+            report = _bench.check(impls, dtype)["monai"]
+            assert report["ok"], report
+    assert "monai" not in _bench.make_impls(_bench.LOSSES["mse"], (np.zeros(4), np.zeros(4)),
+                                            "value", ("closs", "monai"))
 
 
 def test_bench_reports_a_mismatch(monkeypatch, capsys):
