@@ -752,6 +752,34 @@ def test_target_order_does_not_matter(problem, seed):
     assert_identical(a[1], b[1])
 
 
+@pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
+@pytest.mark.parametrize("C", [1, 2, 5, 10, 15, 16])
+def test_short_multilabel_rows_read_wide_or_padded_alike(C, dtype):
+    """Rows of at most 16 classes are read 16 wide, the last ones (where that
+    would run past the array) through a padded copy: a row gives the same bits
+    either way, and the same as torch's formula."""
+    rng = rng_for("mlm-short", C, np.dtype(dtype).name)
+    rows = 40
+    x = rng.normal(0, 1, (rows, C)).astype(dtype)
+    x[3, 0] = np.nan  # a NaN logit adds no term
+    t = np.full((rows, C), -1, np.int64)
+    for r in range(rows):
+        k = rng.integers(0, C + 1)
+        t[r, :k] = rng.integers(0, C, k)  # repeats too
+        t[r, k + 1:] = rng.integers(-1, C, max(C - k - 1, 0))  # past the first -1: ignored
+    go = rng.uniform(-2, 2, rows).astype(dtype)
+    value, grad = CF.multilabel_margin_loss(x, t, reduction="none", return_grad=True,
+                                            grad_output=go)
+    for r in range(rows):  # one row alone: the padded copy (for C < 16)
+        v, g = CF.multilabel_margin_loss(x[r:r + 1], t[r:r + 1], reduction="none",
+                                         return_grad=True, grad_output=go[r:r + 1])
+        assert_identical(v, value[r:r + 1])
+        assert_identical(g, grad[r:r + 1])
+    ref_value, ref_grad = mlm_reference(x.astype(np.float64), t)
+    assert_close(value, ref_value.astype(dtype), dtype)
+    assert_close(grad, (ref_grad * go[:, None]).astype(dtype), dtype)
+
+
 @given(problem=mm_problems())
 def test_one_target_multilabel_is_multi_margin(problem):
     """A multilabel row with the single target y is MultiMargin(y) with margin 1, p 1."""
