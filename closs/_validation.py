@@ -213,6 +213,17 @@ def deliver(grad, outs):
 # -- hyper-parameters ----------------------------------------------------------
 
 
+def outside_unit_interval(name, value):
+    """The error for an entry of a probability operand outside [0, 1]."""
+    return ValueError(f"{name}: expected all elements between 0 and 1, got {value}")
+
+
+def negative_var(minimum):
+    """GaussianNLL's error for a var with negative entries."""
+    return ValueError("var: expected entries >= 0 (var has negative entry/entries), "
+                      f"got a minimum of {minimum}")
+
+
 def real_number(value, name):
     """`value` as a Python float; TypeError when it is not a real number."""
     if type(value) is float or type(value) is int:  # fast: isinstance of an ABC is slow

@@ -276,8 +276,7 @@ def _gaussian_var(var, input_shape, dtype):
         return np.asarray(value, dtype=dtype), None
     v = _v.operand(var, "var", dtype)
     if np.any(v < 0):
-        raise ValueError("var: expected entries >= 0 (var has negative entry/entries), "
-                         f"got a minimum of {v.min()}")
+        raise _v.negative_var(v.min())
     if v.shape == input_shape:
         return v, (v.shape, v.shape)
     if v.shape == input_shape[:-1]:  # homoscedastic: one variance per row
@@ -292,10 +291,9 @@ def _gaussian_var(var, input_shape, dtype):
 
 def _gaussian_operands(input, target, var, full, eps):
     """full (a bool) and eps (a float) come validated."""
-    if (_same_layout(input, target) and _same_layout(input, var)  # the common case, kept fast
-            and not _pw.has_negative(var)):
+    if _same_layout(input, target) and _same_layout(input, var):  # the common case, kept fast
         return _Operands(_pw.GAUSSIAN, input, target, var, None, eps, float(full),
-                         c_shape=(var.shape, var.shape))
+                         c_shape=(var.shape, var.shape), check=_pw.CHECK_VAR)
     a = _v.float_array(input, "input")
     b = _v.operand(target, "target", a.dtype)
     c, c_shape = _gaussian_var(var, a.shape, a.dtype)
@@ -503,25 +501,15 @@ def _weight_like(weight, shape, dtype, name="weight"):
     return _v.contiguous(w)
 
 
-def _in_unit_interval(arr, name):
-    """arr: C-contiguous, of a float dtype."""
-    bad = _pw.first_outside_unit_interval(arr)
-    if bad >= 0:
-        raise ValueError(f"{name}: expected all elements between 0 and 1, "
-                         f"got {arr.reshape(-1)[bad]}")
-
-
 def _bce_operands(input, target, weight):
+    """input and target in [0, 1] are checked by the sweep (CHECK_UNIT)."""
     if weight is None and _same_layout(input, target):  # the common case, kept fast
-        _in_unit_interval(input, "input")
-        _in_unit_interval(target, "target")
-        return _Operands(_pw.BCE, input, target)
+        return _Operands(_pw.BCE, input, target, check=_pw.CHECK_UNIT)
     a = _v.contiguous(_v.float_array(input, "input"))
     b = _v.contiguous(_v.operand(target, "target", a.dtype))
     _v.same_shape(b, a.shape, "target")
-    _in_unit_interval(a, "input")
-    _in_unit_interval(b, "target")
-    return _Operands(_pw.BCE, a, b, None, _weight_like(weight, a.shape, a.dtype))
+    return _Operands(_pw.BCE, a, b, None, _weight_like(weight, a.shape, a.dtype),
+                     check=_pw.CHECK_UNIT)
 
 
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,

@@ -2291,3 +2291,79 @@ def test_signatures_match_torch(torch, case):
     theirs = list(inspect.signature(getattr(torch.nn.functional, case.func)).parameters
                   .values())
     assert [(p.name, p.default) for p in ours] == [(p.name, p.default) for p in theirs]
+
+
+# The sweep checks BCE's [0, 1] ranges (and GaussianNLL's var >= 0) block by
+# block; a failure is then located by a pass of its own, so the error names
+# the first bad entry wherever it is, on any thread count, and with grad_out
+# nothing reaches the caller's buffer.
+RANGE_N = 3 * 4096 * 16 + 77  # several chunks of the sweep, a partial last block
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("where", [0, 70000, RANGE_N - 1])
+@pytest.mark.parametrize("operand", ["input", "target", "both"])
+def test_bce_range_error_names_the_first_bad_entry(threads, where, operand):
+    rng = rng_for("bce-range", where, operand)
+    x, y = rng.uniform(0, 1, RANGE_N), rng.uniform(0, 1, RANGE_N)
+    if operand in ("input", "both"):
+        x[where] = 1.5
+        x[-1] = -2.0  # a later bad entry: not the one named
+    if operand in ("target", "both"):
+        y[where] = np.nan
+    named, value = ("input", "1.5") if operand != "target" else ("target", "nan")
+    if where == RANGE_N - 1 and operand != "target":
+        value = "-2.0"
+    saved = closs.get_num_threads()
+    closs.set_num_threads(threads)
+    try:
+        calls = [lambda: CF.binary_cross_entropy(x, y),
+                 lambda: CF.binary_cross_entropy(x, y, reduction="none"),
+                 lambda: CF.binary_cross_entropy(x, y, return_grad=True),
+                 lambda: CF.binary_cross_entropy(x.astype(np.float32), y.astype(np.float32)),
+                 lambda: closs.BCELoss(weight=np.ones(RANGE_N))(x, y),
+                 lambda: closs.BCELoss().value_and_grad(x, y)]
+        for call in calls:
+            with pytest.raises(ValueError, match=rf"^{named}: expected all elements between 0 "
+                                                 rf"and 1, got {value}$"):
+                call()
+        out = np.full(RANGE_N, 7.0)
+        with pytest.raises(ValueError, match=named):
+            CF.binary_cross_entropy(x, y, return_grad=True, grad_out=out)
+        assert np.all(out == 7.0)  # checked before the sweep wrote anything
+    finally:
+        closs.set_num_threads(saved)
+
+
+def test_backward_after_a_range_checked_forward():
+    """A module's backward reuses the operands its forward's sweep checked."""
+    rng = rng_for("bce-range-once")
+    x, y = rng.uniform(0, 1, (50, 7)), rng.uniform(0, 1, (50, 7))
+    for loss in (closs.BCELoss(), closs.GaussianNLLLoss()):
+        args = (x, y) if isinstance(loss, closs.BCELoss) else (x, y, y + 0.5)
+        value = loss(*args)
+        grad = loss.backward()
+        v2, g2 = loss.value_and_grad(*args)
+        assert_identical(value, v2)
+        assert_identical(grad, g2)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_var_range_error_wherever_the_negative_entry_is(threads):
+    rng = rng_for("var-range", threads)
+    x = rng.normal(0, 1, RANGE_N)
+    saved = closs.get_num_threads()
+    closs.set_num_threads(threads)
+    try:
+        for where in (0, 70000, RANGE_N - 1):
+            var = rng.uniform(0.5, 2, RANGE_N)
+            var[where] = -0.25
+            for call in (lambda: CF.gaussian_nll_loss(x, x, var),
+                         lambda: CF.gaussian_nll_loss(x, x, var, return_grad=True),
+                         lambda: closs.GaussianNLLLoss(reduction="none")(x, x, var)):
+                with pytest.raises(ValueError, match=r"^var: expected entries >= 0 \(var has "
+                                                     r"negative entry/entries\), got a minimum "
+                                                     r"of -0\.25$"):
+                    call()
+    finally:
+        closs.set_num_threads(saved)

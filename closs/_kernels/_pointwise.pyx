@@ -8,6 +8,7 @@ the chunks of csrc/closs_pointwise.hpp over threads; the sum of losses comes bac
 partial sums, so it is the same for any number of threads.
 """
 cimport numpy as cnp
+from libcpp cimport bool as cbool
 
 from closs._kernels._arrays cimport (data_or_null, empty_like, grad_buffer, real, same_float_layout,
                                     scalar_of, upstream)
@@ -35,7 +36,9 @@ cdef extern from "closs_pointwise.hpp" namespace "closs":
         double p0, p1
         int kind
         int want_sum
+        int check
 
+    int PW_CHECK_NONE, PW_CHECK_UNIT, PW_CHECK_VAR
     int PW_L1, PW_MSE, PW_SMOOTH_L1, PW_HUBER, PW_POISSON_LOG, PW_POISSON, PW_GAUSSIAN
     int PW_BCE, PW_BCE_LOGITS, PW_BCE_LOGITS_POS, PW_KL, PW_KL_LOG, PW_SOFT_MARGIN_ML
     int PW_MARGIN_RANKING, PW_HINGE_EMBEDDING, PW_SOFT_MARGIN, PW_SIGMOID_FOCAL
@@ -47,7 +50,7 @@ cdef extern from "closs_pointwise.hpp" namespace "closs":
     chunk_f32_t* pointwise_f32_for(int isa)
     chunk_f64_t* pointwise_f64_for(int isa)
     double pointwise_sweep[T](double (*chunk)(const PointwiseArgs[T]&, index, index) noexcept nogil,
-                              const PointwiseArgs[T]& p, int threads) except + nogil
+                              const PointwiseArgs[T]& p, int threads, cbool* out_of_range) except + nogil
 
 cdef extern from "closs_checks.hpp" namespace "closs":
     index first_outside_unit[T](const T* x, index n, int threads) except + nogil
@@ -73,6 +76,9 @@ MARGIN_RANKING = PW_MARGIN_RANKING
 HINGE_EMBEDDING = PW_HINGE_EMBEDDING
 SOFT_MARGIN = PW_SOFT_MARGIN
 SIGMOID_FOCAL = PW_SIGMOID_FOCAL
+# the input ranges a sweep checks block by block (Operands.check)
+CHECK_UNIT = PW_CHECK_UNIT
+CHECK_VAR = PW_CHECK_VAR
 
 # Below two grains of elements a second thread costs more than it saves.
 DEF GRAIN = 32768
@@ -82,7 +88,8 @@ cdef chunk_f64_t* chunk_f64 = pointwise_f64_for(closs_isa_selected())
 
 cdef double sweep(real tag, int kind, cnp.ndarray a, cnp.ndarray b, object c, object w,
                   object loss, object grad_a, object grad_b, object grad_c, object grad_output,
-                  double gscale, double p0, double p1, bint want_sum) except? -1.0:
+                  double gscale, double p0, double p1, bint want_sum, int check,
+                  cbool* out_of_range) except? -1.0:
     cdef PointwiseArgs[real] p
     p.n = cnp.PyArray_SIZE(a)
     p.a = <const real*> cnp.PyArray_DATA(a)
@@ -99,12 +106,13 @@ cdef double sweep(real tag, int kind, cnp.ndarray a, cnp.ndarray b, object c, ob
     p.p1 = p1
     p.kind = kind
     p.want_sum = want_sum
+    p.check = check
     cdef int threads = threads_for(p.n, GRAIN)
     with nogil:
         if real is float:
-            return pointwise_sweep[float](chunk_f32, p, threads)
+            return pointwise_sweep[float](chunk_f32, p, threads, out_of_range)
         else:
-            return pointwise_sweep[double](chunk_f64, p, threads)
+            return pointwise_sweep[double](chunk_f64, p, threads, out_of_range)
 
 
 cdef class Operands:
@@ -117,18 +125,21 @@ cdef class Operands:
     see closs._validation.gradient_like for c_shape).  grad_dtypes: None, or
     the dtypes MarginRanking's (grad_a, grad_b) are returned in when its
     inputs' dtypes differ.  count: the 'mean' denominator (default: the
-    number of elements).
+    number of elements).  check: CHECK_UNIT (BCE: a and b in [0, 1]) or
+    CHECK_VAR (GaussianNLL: c >= 0), ranges the first sweep checks block by
+    block (then 0); or 0.
     """
 
-    cdef public int kind
+    cdef public int kind, check
     cdef public double p0, p1, count
     cdef public cnp.ndarray a, b
     cdef public object c, w, a_shape, b_shape, c_shape, grad_dtypes
 
     def __init__(self, int kind, cnp.ndarray a, cnp.ndarray b, c=None, w=None, double p0=0.0,
                  double p1=0.0, a_shape=None, c_shape=None, count=None, b_shape=None,
-                 grad_dtypes=None):
+                 grad_dtypes=None, int check=PW_CHECK_NONE):
         self.kind = kind
+        self.check = check
         self.a = a
         self.b = b
         self.c = c
@@ -165,15 +176,17 @@ cdef Py_ssize_t first_outside(cnp.ndarray a, bint below_zero_only):
     return bad
 
 
-def first_outside_unit_interval(cnp.ndarray a):
-    """The flat index of the first entry of the C-contiguous float32/float64
-    array a outside [0, 1] (or NaN), or -1."""
-    return first_outside(a, False)
-
-
-def has_negative(cnp.ndarray a):
-    """True when the C-contiguous float32/float64 array a has an entry < 0."""
-    return first_outside(a, True) >= 0
+cdef check_ranges(Operands ops):
+    """ops.check's ranges, in a pass of their own: the ValueError of the first
+    entry outside them (the sweep's block check only says that one is)."""
+    cdef Py_ssize_t bad
+    if ops.check == PW_CHECK_UNIT:
+        for arr, name in ((ops.a, "input"), (ops.b, "target")):
+            bad = first_outside(arr, False)
+            if bad >= 0:
+                raise _v.outside_unit_interval(name, arr.reshape(-1)[bad])
+    elif ops.check == PW_CHECK_VAR and first_outside(ops.c, True) >= 0:
+        raise _v.negative_var(ops.c.min())
 
 
 def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_output,
@@ -189,7 +202,11 @@ def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_
     """
     cdef cnp.ndarray a = ops.a
     cdef bint reduced = reduction != "none", mean = reduction == "mean"
+    cdef cbool out_of_range = False
     cdef double gscale = 1.0, total
+    if ops.check and grad_out is not None:  # nothing may reach the caller's buffers
+        check_ranges(ops)
+        ops.check = PW_CHECK_NONE
     loss = grad_a = grad_b = grad_c = gout = None
     if want_grad:
         gscale, gout = upstream(grad_output, reduction, (<object> a).shape, (<object> a).dtype,
@@ -203,10 +220,16 @@ def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_
         loss = empty_like(a)
     if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
         total = sweep(<float> 0, ops.kind, a, ops.b, ops.c, ops.w, loss, grad_a, grad_b, grad_c,
-                      gout, gscale, ops.p0, ops.p1, want_value and reduced)
+                      gout, gscale, ops.p0, ops.p1, want_value and reduced, ops.check,
+                      &out_of_range)
     else:
         total = sweep(<double> 0, ops.kind, a, ops.b, ops.c, ops.w, loss, grad_a, grad_b, grad_c,
-                      gout, gscale, ops.p0, ops.p1, want_value and reduced)
+                      gout, gscale, ops.p0, ops.p1, want_value and reduced, ops.check,
+                      &out_of_range)
+    if out_of_range:
+        check_ranges(ops)  # raises ...
+        raise RuntimeError("an input changed during the call")  # ... unless it did
+    ops.check = PW_CHECK_NONE  # checked: a later sweep of these operands (backward) skips it
     value = grad = None
     if want_value:
         if reduced:
