@@ -66,9 +66,11 @@ class _Loss:
 
     def forward(self, *args):
         """The loss value (a NumPy scalar, or an array for reduction='none')."""
-        ops = self._saved = self._operands(*args)
-        self._saved_args = args
-        return self._sweep(ops, self.reduction, True, False, None)[0]
+        ops = self._operands(*args)
+        value = self._sweep(ops, self.reduction, True, False, None)[0]
+        # saved once the sweep has succeeded (it checks some inputs' ranges)
+        self._saved, self._saved_args = ops, args
+        return value
 
     __call__ = forward
 
@@ -95,9 +97,9 @@ class _Loss:
         """``(value, grad)`` computed together in one sweep over the inputs;
         grad_out as in :meth:`backward`."""
         outs = None if grad_out is None else _v.grad_out(grad_out, args, self._grad_args)
-        ops = self._saved = self._operands(*args)
-        self._saved_args = args
+        ops = self._operands(*args)
         value, grad = self._sweep(ops, self.reduction, True, True, grad_output, outs)
+        self._saved, self._saved_args = ops, args
         return value, (grad if outs is None else _v.deliver(grad, outs))
 
     def extra_repr(self):

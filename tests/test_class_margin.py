@@ -1149,7 +1149,18 @@ def test_failed_forward_keeps_previous_state():
     v, g = crit.value_and_grad(x, t)
     with pytest.raises(IndexError):
         crit(x, np.array([0, 1, 5, 1]))
+    with pytest.raises(IndexError):
+        crit.value_and_grad(x, np.array([0, 1, 5, 1]))
     assert_identical(crit.backward(), g)
+    # the losses whose sweep checks input ranges alike
+    p = rng_for("state").uniform(0, 1, (4, 3))
+    for crit, good, bad in [(closs.BCELoss(), (p, p), (p, p + 1)),
+                            (closs.GaussianNLLLoss(), (p, p, p), (p, p, p - 1))]:
+        v, g = crit.value_and_grad(*good)
+        for call in (crit, crit.value_and_grad):
+            with pytest.raises(ValueError):
+                call(*bad)
+        assert_identical(crit.backward(), g)
 
 
 # =================================================================================
@@ -1206,22 +1217,35 @@ def test_docstring_examples(obj):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_first_bad_target_found_past_the_first_chunks(threads):
-    """The targets' check counts chunks of 4096 on threads, then searches the first
-    flagged chunk: the error names the first bad target, wherever it is."""
+    """The targets' check counts chunks of 4096 on threads, then searches the
+    first flagged chunk: the error names the first bad target, wherever it is,
+    and with grad_out nothing reaches the buffer."""
     rows, classes = 8000, 10  # 80000 targets: two threads' worth
     x = np.zeros((rows, classes))
     t = np.full((rows, classes), -1, np.int64)
     t[:, 0] = 1
-    t.reshape(-1)[25_007] = 11  # chunk 6
+    t.reshape(-1)[25_007] = 11  # after its row's first -1: still checked
     t.reshape(-1)[70_000] = -5  # a later one, on the other thread
+    labels = np.ones(rows * 10, np.int64)
+    labels[40_001], labels[79_000] = 10, 12
+    xm = np.zeros((rows * 10, classes))
     old = closs.get_num_threads()
     closs.set_num_threads(threads)
     try:
+        for call in (lambda: CF.multilabel_margin_loss(x, t),
+                     lambda: CF.multilabel_margin_loss(x, t, reduction="none"),
+                     lambda: closs.MultiLabelMarginLoss().value_and_grad(x, t)):
+            with pytest.raises(IndexError, match=r"^target: expected class indices in \[-1, "
+                                                 r"10\) \(-1 ends a row's targets\), got 11 "):
+                call()
+        for call in (lambda: CF.multi_margin_loss(xm, labels),
+                     lambda: CF.multi_margin_loss(xm, labels, p=2, return_grad=True)):
+            with pytest.raises(IndexError, match=r"^target: expected class indices in \[0, "
+                                                 r"10\), got 10 "):
+                call()
+        out = np.full_like(x, 7.0)
         with pytest.raises(IndexError, match=r"got 11 "):
-            CF.multilabel_margin_loss(x, t)
-        labels = np.ones(rows * 10, np.int64)
-        labels[40_001], labels[79_000] = 10, 12
-        with pytest.raises(IndexError, match=r"got 10 "):
-            CF.multi_margin_loss(np.zeros((rows * 10, classes)), labels)
+            CF.multilabel_margin_loss(x, t, return_grad=True, grad_out=out)
+        assert np.all(out == 7.0)  # checked before the sweep wrote anything
     finally:
         closs.set_num_threads(old)
