@@ -661,18 +661,36 @@ QUICK = Budget(seconds=0.3, batch=1e-3, min_rounds=3, max_rounds=15)
 # the implementation first runs untimed for WARMUP seconds (at least one call):
 # the other runtime's workers give up spinning meanwhile, and the caches, the
 # allocator and the core's clock are in the state the timed batch will see.
-# At large sizes (from PAUSE_FROM elements) a short sleep comes first too.  The
-# sleep alone is not enough: after an idle pause a (virtual) CPU runs slowly for
-# a while, so an implementation timed right after it looks several times slower.
+# At large sizes (from PAUSE_FROM elements) a short sleep comes first too, and
+# then more sleeps until the process is quiet (its threads use under QUIET of a
+# CPU, for at most QUIET_MAX seconds): after a long call, JAX's and torch's
+# threads went on working or spinning for tens of milliseconds (closs's
+# multilabel margin on two threads, timed after JAX's 0.5 s call, took 1.4-2.1x
+# its time alone).  The sleep alone is not enough: after an idle pause a
+# (virtual) CPU runs slowly for a while, so an implementation timed right after
+# it looks several times slower.
 PAUSE = 0.02
 PAUSE_FROM = 5_000_000
+QUIET = 0.1
+QUIET_MAX = 1.0
 WARMUP = 3e-3
+
+
+def _wait_quiet(step=5e-3):
+    """Sleep until this process's threads use less than QUIET of a CPU."""
+    end = time.perf_counter() + QUIET_MAX
+    while time.perf_counter() < end:
+        busy = time.process_time()
+        time.sleep(step)
+        if time.process_time() - busy < QUIET * step:
+            return
 
 
 def settle(call, n, per_call):
     """Let the previous implementation's threads go quiet, then warm `call` up."""
     if n >= PAUSE_FROM:
         time.sleep(PAUSE)
+        _wait_quiet()
     for _ in range(max(1, math.ceil(WARMUP / max(per_call, 1e-9)))):
         call()
 
