@@ -9,11 +9,11 @@ Design:
    MONAI) expressions, and its exp/log count per element (``LossSpec.exps``).
 2. ``make_impls`` turns a (loss, data, mode) into zero-argument callables, one
    per implementation, each called exactly as a user calls it:
-   closs ``loss(x, y)`` / ``loss.value_and_grad(x, y)``; torch on
-   ``torch.from_numpy`` views, with the ``requires_grad_()`` leaf created inside
-   the timed call for "value+grad" (MONAI's loss modules alike); JAX through ``jax.jit`` (compiled during
-   warm-up, which is not timed) on arrays already on the device, waiting with
-   ``block_until_ready``; NumPy as written below.
+   closs ``loss(x, y)`` / ``loss.value_and_grad(x, y)``; torch (and MONAI's
+   loss modules) on ``torch.from_numpy`` views, with the ``requires_grad_()``
+   leaf created inside the timed call for "value+grad"; JAX through
+   ``jax.jit`` (compiled during warm-up, which is not timed) on arrays already
+   on the device, waiting with ``block_until_ready``; NumPy as written below.
 3. ``check`` compares every peer's value and gradient with closs's before
    anything is timed (rtol 1e-4 for float32, 1e-9 for float64; gradients
    norm-wise: max |peer - closs| <= rtol * max |closs|).

@@ -50,7 +50,8 @@ cdef extern from "closs_pointwise.hpp" namespace "closs":
     chunk_f32_t* pointwise_f32_for(int isa)
     chunk_f64_t* pointwise_f64_for(int isa)
     double pointwise_sweep[T](double (*chunk)(const PointwiseArgs[T]&, index, index) noexcept nogil,
-                              const PointwiseArgs[T]& p, int threads, cbool* out_of_range) except + nogil
+                              const PointwiseArgs[T]& p, int threads,
+                              cbool* out_of_range) except + nogil
 
 cdef extern from "closs_checks.hpp" namespace "closs":
     index first_outside_unit[T](const T* x, index n, int threads) except + nogil
