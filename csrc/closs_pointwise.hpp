@@ -192,6 +192,19 @@ inline T bce_clamp(T log_value) {
     return log_value < T(-100) ? T(-100) : log_value;
 }
 
+// BCE's clamped log of x in [0, 1] without vlog's selects for 0: vlog_positive
+// gives a finite number far below -100 there.  Every float64 below the least
+// normal number has a log below -708, so float64 also skips the pre-scaling
+// of subnormals; a float32 subnormal's log may lie above -100.  NORMAL: x is 0
+// or normal (the rounded 1 - x: at least 2^-24), so float32 skips the
+// pre-scaling too, but then needs the select for 0 (log(0) would be -88).
+template <class T, bool NORMAL = false>
+inline T bce_log(T x) {
+    if constexpr (sizeof(T) == 8) return bce_clamp(vlog_positive<T, false>(x));
+    if constexpr (NORMAL) return bce_clamp(vlog_nonneg<T, false>(x));
+    return bce_clamp(vlog_positive<T, true>(x));
+}
+
 // BCE's gradient in torch's form: not the derivative of the clamped loss, and
 // its eps is float32(1e-12) in both dtypes.
 template <class T>
@@ -217,10 +230,8 @@ struct BCE : TwoOperands {  // -(y log x + (1 - y) log(1 - x)), each log clamped
         return true;
     }
     T operator()(T x, T y, T, T& dx, T&) const {
-        // x in [0, 1] (checked before its block); torch: the log of the rounded 1 - x,
-        // which is 0 or normal (at least 2^-24 / 2^-53), so its log skips the
-        // subnormal pre-scaling (BCE 7% faster)
-        const T cx = bce_clamp(vlog_nonneg(x)), c1x = bce_clamp(vlog_nonneg<T, false>(T(1) - x));
+        // x in [0, 1] (checked before its block); torch: the log of the rounded 1 - x
+        const T cx = bce_log(x), c1x = bce_log<T, true>(T(1) - x);
         dx = bce_grad(x, y);
         return -(y * cx + (T(1) - y) * c1x);
     }
@@ -228,12 +239,12 @@ struct BCE : TwoOperands {  // -(y log x + (1 - y) log(1 - x)), each log clamped
 
 // BCE for y in {0, 1}: one log, of x or of 1 - x.  The same bits as BCE: its
 // other term is 0 times a finite clamped log, a zero that leaves the sum as it
-// is, and vlog_nonneg<T, false> is vlog_nonneg where both are defined.
+// is, and bce_log<T, true> is bce_log where both are defined.
 template <class T>
 struct BCE<T>::Hard : TwoOperands {
     T operator()(T x, T y, T, T& dx, T&) const {
         dx = bce_grad(x, y);
-        return -bce_clamp(vlog_nonneg(vselect(y == T(1), x, T(1) - x)));
+        return -bce_log(vselect(y == T(1), x, T(1) - x));
     }
 };
 

@@ -166,8 +166,11 @@ template <> struct exp_limits<float> { static constexpr float lo = -104.0f, hi =
 // log
 // ---------------------------------------------------------------------------
 
-// log(1 + f) + dk ln2 + c for f in [sqrt2/2 - 1, sqrt2 - 1), c a small correction.
-static inline double log_kernel(double f, double dk, double c) {
+// log(1 + f) + dk ln2 + c for f in [sqrt2/2 - 1, sqrt2 - 1), c a small
+// correction.  Without c (vlog), no add of a zero: x + 0.0 is not x for x = -0,
+// so the compiler keeps it.
+template <bool WITH_C = false>
+static inline double log_kernel(double f, double dk, double c = 0.0) {
     constexpr double ln2_hi = 6.93147180369123816490e-01;
     constexpr double ln2_lo = 1.90821492927058770002e-10;
     constexpr double Lg1 = 6.666666666666735130e-01;
@@ -184,10 +187,12 @@ static inline double log_kernel(double f, double dk, double c) {
     const double t1 = w * (Lg2 + w * (Lg4 + w * Lg6));
     const double t2 = z * (Lg1 + w * (Lg3 + w * (Lg5 + w * Lg7)));
     const double R = t2 + t1;
-    return s * (hfsq + R) + (dk * ln2_lo + c) - hfsq + f + dk * ln2_hi;
+    const auto lo = dk * ln2_lo;
+    return s * (hfsq + R) + (WITH_C ? lo + c : lo) - hfsq + f + dk * ln2_hi;
 }
 
-static inline float log_kernel(float f, float dk, float c) {
+template <bool WITH_C = false>
+static inline float log_kernel(float f, float dk, float c = 0.0f) {
     constexpr float ln2_hi = 6.9313812256e-01f;  // 0x3f317180
     constexpr float ln2_lo = 9.0580006145e-06f;
     constexpr float Lg1 = 0xaaaaaa.0p-24f;
@@ -201,7 +206,8 @@ static inline float log_kernel(float f, float dk, float c) {
     const float t1 = w * (Lg2 + w * Lg4);
     const float t2 = z * (Lg1 + w * Lg3);
     const float R = t2 + t1;
-    return s * (hfsq + R) + (dk * ln2_lo + c) - hfsq + f + dk * ln2_hi;
+    const auto lo = dk * ln2_lo;
+    return s * (hfsq + R) + (WITH_C ? lo + c : lo) - hfsq + f + dk * ln2_hi;
 }
 
 // u > 0 normal (or garbage in, garbage out): u = 2^k (1 + f), 1 + f in
@@ -251,12 +257,14 @@ static inline T vexp_nonpos(T x) {
     return vmath_detail::exp_core(vselect(x < L::lo, L::lo, x));
 }
 
-// vlog for a finite x >= 0 only (the caller has checked its inputs, e.g.
-// BCE's in [0, 1]): the same result there, without the selects for x < 0,
-// +inf and NaN (BCE's two logs per element: 19% faster).  SUBNORMAL = false:
-// x is also known to be 0 or normal, and the pre-scaling is left out.
+// vlog for a finite x > 0 only, without any select for the other cases; for
+// x = 0 it returns a finite number below the log of the least normal number
+// (SUBNORMAL: about -746 / -105 for f64 / f32, else -709 / -88), which a
+// caller that clamps its logs (BCE's -100) can take as it is.  SUBNORMAL =
+// false: x is also known to be 0 or normal, and the pre-scaling is left out
+// (a subnormal x then gives a number within 1 of that of 0).
 template <class T, bool SUBNORMAL = true>
-static inline T vlog_nonneg(T x) {
+static inline T vlog_positive(T x) {
     using C = vmath_detail::log_consts<T>;
     T xs = x, bias = C::bias;
     if constexpr (SUBNORMAL) {
@@ -267,8 +275,16 @@ static inline T vlog_nonneg(T x) {
     }
     T dk;
     const T f = vmath_detail::log_split(xs, dk, bias);
-    const T r = vmath_detail::log_kernel(f, dk, T(0));
-    return vselect(x == T(0), -std::numeric_limits<T>::infinity(), r);
+    return vmath_detail::log_kernel(f, dk);
+}
+
+// vlog for a finite x >= 0 only (the caller has checked its inputs, e.g.
+// BCE's in [0, 1]): the same result there, without the selects for x < 0,
+// +inf and NaN (BCE's two logs per element: 19% faster).  SUBNORMAL = false:
+// x is also known to be 0 or normal, and the pre-scaling is left out.
+template <class T, bool SUBNORMAL = true>
+static inline T vlog_nonneg(T x) {
+    return vselect(x == T(0), -std::numeric_limits<T>::infinity(), vlog_positive<T, SUBNORMAL>(x));
 }
 
 // log of a sum of exponentials one of whose terms is exp(0) = 1 (a
@@ -305,7 +321,7 @@ static inline T vlog1p(T x) {
     const T f = vselect(near, x, fu);
     const T cu = vselect(near, T(0), cu_all);
     dk = vselect(near, T(0), dk);
-    T r = vmath_detail::log_kernel(f, dk, cu);
+    T r = vmath_detail::log_kernel<true>(f, dk, cu);
     r = vselect((x == inf) | (x == T(0)), x, r);  // log1p(-0) = -0
     r = vselect(x == T(-1), -inf, r);
     r = vselect(x < T(-1), std::numeric_limits<T>::quiet_NaN(), r);
@@ -328,7 +344,7 @@ static inline T log1p_unit(T y0) {
     const T f = vselect(near, y, u * T(0.5) - T(1));  // exact
     const T cu = vselect(near, T(0), cu_all);
     const T dk = vselect(near, T(0), T(1));
-    return vselect(tiny, y0, log_kernel(f, dk, cu));
+    return vselect(tiny, y0, log_kernel<true>(f, dk, cu));
 }
 
 // -|x|, NaN stays NaN.

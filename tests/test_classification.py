@@ -354,6 +354,23 @@ class TestSpecAnchors:
                                   else 13.802318572998047, rel=rel)
 
     @pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
+    def test_bce_logs_near_the_clamp(self, dtype):
+        """Soft targets (both logs) at x = 0, subnormals and around exp(-100): each
+        log is log(x) clamped at -100 (float32 subnormals reach above it)."""
+        info = np.finfo(dtype)
+        x = np.array([0.0, info.smallest_subnormal, info.tiny / 3, info.tiny, 1e-44, 4e-44,
+                      1e-43, 1e-40, np.exp(-100.0), np.exp(-99.5), 1e-30, 0.5], dtype)
+        x = np.concatenate([x, 1 - x])  # 1 - x: 1 and the largest floats below it
+        y = np.linspace(0.05, 0.95, x.size).astype(dtype)
+        v = CF.binary_cross_entropy(x, y, reduction="none")
+        xd, yd = x.astype(np.float64), y.astype(np.float64)
+        one_minus = (1 - x).astype(np.float64)  # torch: the log of the rounded 1 - x
+        with np.errstate(divide="ignore"):
+            expected = -(yd * np.maximum(np.log(xd), -100)
+                         + (1 - yd) * np.maximum(np.log(one_minus), -100))
+        assert_close(v, expected, dtype)
+
+    @pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
     def test_bce_gradient_eps(self, dtype):
         """grad = (x - y) / max(x (1 - x), float32(1e-12)), float32's 1e-12 even in float64."""
         x = np.array([0.0, 0.0, 1.0, 1.0], dtype)
