@@ -285,8 +285,9 @@ struct KL : TwoOperands {  // xlogy(y, y) - y x, with xlogy(0, 0) = 0
     T operator()(T x, T y, T, T& dx, T&) const {
         dx = -y;
         // vlog's selects for +inf and NaN are not needed: y log y is inf / NaN
-        // there through the product; y < 0 is NaN, as torch's xlogy
-        const T ylogy = vselect(y < T(0), std::numeric_limits<T>::quiet_NaN(), y * vlog_nonneg(y));
+        // there through the product; y < 0 is NaN, as torch's xlogy; y = 0 is
+        // the select below
+        const T ylogy = vselect(y < T(0), std::numeric_limits<T>::quiet_NaN(), y * vlog_positive(y));
         return (y == T(0) ? T(0) : ylogy) - y * x;
     }
 };
