@@ -32,6 +32,8 @@
 //          [sqrt2/2, sqrt2) by integer ops on the bits; f = m - 1,
 //          s = f / (2 + f), log = k ln2_hi + (f - (f^2/2 - s (f^2/2 + R(s^2))))
 //          + k ln2_lo.  x < 0 -> NaN, +-0 -> -inf, +inf -> +inf, NaN -> NaN.
+//   vlog_positive: vlog for finite x > 0 only, with no special case at all (0
+//          gives a finite number below the log of the least normal number);
 //   vlog_nonneg: vlog for finite x >= 0 only, without the other special cases;
 //          vlog_nonneg<T, false> also without the subnormal pre-scaling, for
 //          an x that is 0 or normal (BCE's 1 - x with x in [0, 1]).

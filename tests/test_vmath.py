@@ -303,6 +303,35 @@ def test_log_normal_and_log_sum_are_log_on_their_domains(dtype):
                                   _vmath.apply("log", sums).view(utype))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_positive_is_log_above_zero(dtype):
+    # vlog_positive (BCE's clamped logs, KL's y log y) has no special case: on
+    # finite x > 0 it gives vlog's bits (without the pre-scaling, on normal x
+    # only), and at 0 a finite number below log(tiny) (SUBNORMAL: below the
+    # log of the smallest subnormal), which a log clamped at -100 takes alike.
+    utype = np.uint32 if dtype == np.float32 else np.uint64
+    bits = np.random.default_rng(9).integers(0, np.iinfo(utype).max, 200_000, dtype=utype)
+    x = (bits >> utype(1)).view(dtype)
+    fi = np.finfo(dtype)
+    x = np.concatenate([x[np.isfinite(x) & (x > 0)],
+                        np.array([fi.smallest_subnormal, fi.tiny, 0.5, 1.0, fi.max], dtype),
+                        np.linspace(0, 1, 10001, dtype=dtype)[1:]])
+    np.testing.assert_array_equal(_vmath.apply("log_positive", x).view(utype),
+                                  _vmath.apply("log", x).view(utype))
+    normal = x[x >= fi.tiny]
+    np.testing.assert_array_equal(_vmath.apply("log_positive_normal", normal).view(utype),
+                                  _vmath.apply("log", normal).view(utype))
+    zero = np.zeros(1, dtype)
+    least = np.log(fi.smallest_subnormal.astype(np.float64))
+    assert np.isfinite(_vmath.apply("log_positive", zero)[0])
+    assert _vmath.apply("log_positive", zero)[0] < least
+    assert -1e4 < _vmath.apply("log_positive_normal", zero)[0] < np.log(float(fi.tiny))
+    # a subnormal without the pre-scaling: below log(tiny) + 1 (float64: below -708,
+    # so under BCE's clamp; float32's BCE keeps the pre-scaling for x)
+    sub = np.array([fi.smallest_subnormal, fi.tiny / 2, fi.tiny * (1 - fi.eps)], dtype)
+    assert np.all(_vmath.apply("log_positive_normal", sub) < np.log(float(fi.tiny)) + 1)
+
+
 def test_apply_shapes_and_layouts():
     x = np.linspace(-5, 5, 24).reshape(2, 3, 4)
     y = _vmath.apply("exp", x)
