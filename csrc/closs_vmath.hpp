@@ -168,10 +168,10 @@ template <> struct exp_limits<float> { static constexpr float lo = -104.0f, hi =
 // log
 // ---------------------------------------------------------------------------
 
-// log(1 + f) + dk ln2 + c for f in [sqrt2/2 - 1, sqrt2 - 1), c a small
-// correction.  Without c (vlog), no add of a zero: x + 0.0 is not x for x = -0,
-// so the compiler keeps it.
-template <bool WITH_C = false>
+// log(1 + f) + dk ln2 (+ c with WITH_C) for f in [sqrt2/2 - 1, sqrt2 - 1), c a
+// small correction (log1p's).  Without it (vlog) no add of a zero is left in:
+// the compiler keeps x + 0.0, which is not x for x = -0.
+template <bool WITH_C>
 static inline double log_kernel(double f, double dk, double c = 0.0) {
     constexpr double ln2_hi = 6.93147180369123816490e-01;
     constexpr double ln2_lo = 1.90821492927058770002e-10;
@@ -193,7 +193,7 @@ static inline double log_kernel(double f, double dk, double c = 0.0) {
     return s * (hfsq + R) + (WITH_C ? lo + c : lo) - hfsq + f + dk * ln2_hi;
 }
 
-template <bool WITH_C = false>
+template <bool WITH_C>
 static inline float log_kernel(float f, float dk, float c = 0.0f) {
     constexpr float ln2_hi = 6.9313812256e-01f;  // 0x3f317180
     constexpr float ln2_lo = 9.0580006145e-06f;
@@ -277,13 +277,13 @@ static inline T vlog_positive(T x) {
     }
     T dk;
     const T f = vmath_detail::log_split(xs, dk, bias);
-    return vmath_detail::log_kernel(f, dk);
+    return vmath_detail::log_kernel<false>(f, dk);
 }
 
 // vlog for a finite x >= 0 only (the caller has checked its inputs, e.g.
-// BCE's in [0, 1]): the same result there, without the selects for x < 0,
-// +inf and NaN (BCE's two logs per element: 19% faster).  SUBNORMAL = false:
-// x is also known to be 0 or normal, and the pre-scaling is left out.
+// GaussianNLL's variance): the same result there, without the selects for
+// x < 0, +inf and NaN (BCE's two logs per element: 19% faster).  SUBNORMAL =
+// false: x is also known to be 0 or normal, and the pre-scaling is left out.
 template <class T, bool SUBNORMAL = true>
 static inline T vlog_nonneg(T x) {
     return vselect(x == T(0), -std::numeric_limits<T>::infinity(), vlog_positive<T, SUBNORMAL>(x));
