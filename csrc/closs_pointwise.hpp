@@ -192,17 +192,15 @@ inline T bce_clamp(T log_value) {
     return log_value < T(-100) ? T(-100) : log_value;
 }
 
-// BCE's clamped log of x in [0, 1] without vlog's selects for 0: vlog_positive
-// gives a finite number far below -100 there.  Every float64 below the least
-// normal number has a log below -708, so float64 also skips the pre-scaling
-// of subnormals; a float32 subnormal's log may lie above -100.  NORMAL: x is 0
-// or normal (the rounded 1 - x: at least 2^-24), so float32 skips the
-// pre-scaling too, but then needs the select for 0 (log(0) would be -88).
-template <class T, bool NORMAL = false>
+// BCE's clamped log of x in [0, 1], without vlog's selects: at 0 both logs
+// below give a finite number far below -100.  Every float64 below the least
+// normal number has a log below -708, so float64 skips the pre-scaling of
+// subnormals; a float32 subnormal's log may lie above -100, and float32 takes
+// vlog_unit's unconditional pre-scaling (its 0 is -105, not -88).
+template <class T>
 inline T bce_log(T x) {
     if constexpr (sizeof(T) == 8) return bce_clamp(vlog_positive<T, false>(x));
-    if constexpr (NORMAL) return bce_clamp(vlog_nonneg<T, false>(x));
-    return bce_clamp(vlog_positive<T, true>(x));
+    return bce_clamp(vlog_unit(x));
 }
 
 // BCE's gradient in torch's form: not the derivative of the clamped loss, and
@@ -231,7 +229,7 @@ struct BCE : TwoOperands {  // -(y log x + (1 - y) log(1 - x)), each log clamped
     }
     T operator()(T x, T y, T, T& dx, T&) const {
         // x in [0, 1] (checked before its block); torch: the log of the rounded 1 - x
-        const T cx = bce_log(x), c1x = bce_log<T, true>(T(1) - x);
+        const T cx = bce_log(x), c1x = bce_log(T(1) - x);
         dx = bce_grad(x, y);
         return -(y * cx + (T(1) - y) * c1x);
     }
@@ -239,7 +237,7 @@ struct BCE : TwoOperands {  // -(y log x + (1 - y) log(1 - x)), each log clamped
 
 // BCE for y in {0, 1}: one log, of x or of 1 - x.  The same bits as BCE: its
 // other term is 0 times a finite clamped log, a zero that leaves the sum as it
-// is, and bce_log<T, true> is bce_log where both are defined.
+// is.
 template <class T>
 struct BCE<T>::Hard : TwoOperands {
     T operator()(T x, T y, T, T& dx, T&) const {

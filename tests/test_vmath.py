@@ -332,6 +332,24 @@ def test_log_positive_is_log_above_zero(dtype):
     assert np.all(_vmath.apply("log_positive_normal", sub) < np.log(float(fi.tiny)) + 1)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log_unit_is_log_on_the_unit_interval(dtype):
+    # vlog_unit (float32 BCE's logs of x and 1 - x) pre-scales every x in
+    # [0, 1]: vlog's bits on (0, 1], subnormals included, and at 0 a finite
+    # number below the smallest subnormal's log (under BCE's clamp at -100).
+    utype = np.uint32 if dtype == np.float32 else np.uint64
+    fi = np.finfo(dtype)
+    one = np.array(1.0, dtype).view(utype)
+    bits = np.random.default_rng(10).integers(1, int(one) + 1, 200_000, dtype=utype)
+    x = np.concatenate([bits.view(dtype), np.linspace(0, 1, 10001, dtype=dtype)[1:],
+                        np.array([fi.smallest_subnormal, fi.tiny, 1 - fi.epsneg, 1.0], dtype)])
+    assert x.min() > 0 and x.max() <= 1
+    np.testing.assert_array_equal(_vmath.apply("log_unit", x).view(utype),
+                                  _vmath.apply("log", x).view(utype))
+    zero = _vmath.apply("log_unit", np.zeros(1, dtype))[0]
+    assert np.isfinite(zero) and zero < np.log(fi.smallest_subnormal.astype(np.float64))
+
+
 def test_apply_shapes_and_layouts():
     x = np.linspace(-5, 5, 24).reshape(2, 3, 4)
     y = _vmath.apply("exp", x)

@@ -22,7 +22,7 @@ cdef extern from *:
 
     enum VmathOp { VM_EXP = 0, VM_EXP_NONPOS, VM_LOG, VM_LOG1P, VM_SOFTPLUS, VM_LOG_SIGMOID,
                    VM_LOG_NONNEG, VM_LOG_NORMAL, VM_LOG_SUM, VM_LOG_POSITIVE,
-                   VM_LOG_POSITIVE_NORMAL };
+                   VM_LOG_POSITIVE_NORMAL, VM_LOG_UNIT };
 
     template <class T, class F>
     static inline void vmath_loop(F f, const T* __restrict x, T* __restrict y, std::ptrdiff_t n) {
@@ -43,6 +43,7 @@ cdef extern from *:
             case VM_LOG_SUM: vmath_loop(vlog_sum<T>, x, y, n); break;
             case VM_LOG_POSITIVE: vmath_loop(vlog_positive<T>, x, y, n); break;
             case VM_LOG_POSITIVE_NORMAL: vmath_loop(vlog_positive<T, false>, x, y, n); break;
+            case VM_LOG_UNIT: vmath_loop(vlog_unit<T>, x, y, n); break;
             default: break;
         }
     }
@@ -73,7 +74,7 @@ ISA = closs_isa_name(closs_isa_selected()).decode()
 
 OPS = {"exp": 0, "exp_nonpos": 1, "log": 2, "log1p": 3, "softplus": 4, "log_sigmoid": 5,
        "log_nonneg": 6, "log_normal": 7, "log_sum": 8, "log_positive": 9,
-       "log_positive_normal": 10}
+       "log_positive_normal": 10, "log_unit": 11}
 
 
 def apply(str name, x):
