@@ -37,7 +37,7 @@
 //   vlog_unit: vlog_positive for x in [0, 1], pre-scaled unconditionally;
 //   vlog_nonneg: vlog for finite x >= 0 only, without the other special cases;
 //          vlog_nonneg<T, false> also without the subnormal pre-scaling, for
-//          an x that is 0 or normal (BCE's 1 - x with x in [0, 1]).
+//          an x that is 0 or normal (vlog_sum's).
 //   vlog_sum: vlog of a sum of exponentials that has an exp(0) term
 //          (x >= 1, 0 or NaN: log-sum-exps), without the cases it cannot meet.
 //   vlog1p: for 1 + x in [sqrt2/2, sqrt2) the kernel on f = x directly;
@@ -294,8 +294,8 @@ static inline T vlog_unit(T x) {
 
 // vlog for a finite x >= 0 only (the caller has checked its inputs, e.g.
 // GaussianNLL's variance): the same result there, without the selects for
-// x < 0, +inf and NaN (BCE's two logs per element: 19% faster).  SUBNORMAL =
-// false: x is also known to be 0 or normal, and the pre-scaling is left out.
+// x < 0, +inf and NaN.  SUBNORMAL = false: x is also known to be 0 or normal,
+// and the pre-scaling is left out.
 template <class T, bool SUBNORMAL = true>
 static inline T vlog_nonneg(T x) {
     return vselect(x == T(0), -std::numeric_limits<T>::infinity(), vlog_positive<T, SUBNORMAL>(x));

@@ -267,13 +267,19 @@ def test_exp_subnormal_results_exact_grid(dtype):
     assert np.all(y <= fi.tiny * 1.0001)
 
 
+def _random_nonnegative(dtype, seed, n=200_000):
+    """(unsigned type, n floats from random bits with the sign cleared: +0,
+    subnormals, normals, inf and NaN)."""
+    utype = np.uint32 if dtype == np.float32 else np.uint64
+    bits = np.random.default_rng(seed).integers(0, np.iinfo(utype).max, n, dtype=utype)
+    return utype, (bits >> utype(1)).view(dtype)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_log_nonneg_is_log_on_its_domain(dtype):
-    # vlog_nonneg (BCE's log of x and 1 - x) drops vlog's special cases for
-    # x < 0, +inf and NaN only: on finite x >= 0 it must give vlog's bits.
-    utype = np.uint32 if dtype == np.float32 else np.uint64
-    bits = np.random.default_rng(7).integers(0, np.iinfo(utype).max, 200_000, dtype=utype)
-    x = (bits >> utype(1)).view(dtype)  # sign bit cleared: +0, subnormals, normals, inf, NaN
+    # vlog_nonneg (GaussianNLL's log of the variance) drops vlog's special cases
+    # for x < 0, +inf and NaN only: on finite x >= 0 it must give vlog's bits.
+    utype, x = _random_nonnegative(dtype, 7)
     x = x[np.isfinite(x)]
     fi = np.finfo(dtype)
     x = np.concatenate([x, np.array([0.0, fi.smallest_subnormal, fi.tiny, 0.5, 1.0, fi.max],
@@ -284,13 +290,11 @@ def test_log_nonneg_is_log_on_its_domain(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_log_normal_and_log_sum_are_log_on_their_domains(dtype):
-    # vlog_nonneg<T, false> ("log_normal": BCE's log of 1 - x) also drops the
+    # vlog_nonneg<T, false> ("log_normal": the core of vlog_sum) also drops the
     # subnormal pre-scaling: on 0 and finite normal x it must give vlog's bits.
     # vlog_sum (the log of a log-sum-exp's sum, CTC and cross-entropy): on
     # x >= 1, 0 and NaN.
-    utype = np.uint32 if dtype == np.float32 else np.uint64
-    bits = np.random.default_rng(8).integers(0, np.iinfo(utype).max, 200_000, dtype=utype)
-    x = (bits >> utype(1)).view(dtype)
+    utype, x = _random_nonnegative(dtype, 8)
     fi = np.finfo(dtype)
     normal = np.concatenate([x[np.isfinite(x) & (x >= fi.tiny)],
                              np.array([0.0, fi.tiny, fi.eps / 2, 0.5, 1.0, fi.max], dtype),
@@ -305,13 +309,12 @@ def test_log_normal_and_log_sum_are_log_on_their_domains(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_log_positive_is_log_above_zero(dtype):
-    # vlog_positive (BCE's clamped logs, KL's y log y) has no special case: on
-    # finite x > 0 it gives vlog's bits (without the pre-scaling, on normal x
-    # only), and at 0 a finite number below log(tiny) (SUBNORMAL: below the
-    # log of the smallest subnormal), which a log clamped at -100 takes alike.
-    utype = np.uint32 if dtype == np.float32 else np.uint64
-    bits = np.random.default_rng(9).integers(0, np.iinfo(utype).max, 200_000, dtype=utype)
-    x = (bits >> utype(1)).view(dtype)
+    # vlog_positive (KL's y log y; without the pre-scaling, float64 BCE's
+    # clamped logs) has no special case: on finite x > 0 it gives vlog's bits
+    # (without the pre-scaling, on normal x only), and at 0 a finite number
+    # below log(tiny) (SUBNORMAL: below the log of the smallest subnormal),
+    # which a log clamped at -100 takes alike.
+    utype, x = _random_nonnegative(dtype, 9)
     fi = np.finfo(dtype)
     x = np.concatenate([x[np.isfinite(x) & (x > 0)],
                         np.array([fi.smallest_subnormal, fi.tiny, 0.5, 1.0, fi.max], dtype),
@@ -327,7 +330,7 @@ def test_log_positive_is_log_above_zero(dtype):
     assert _vmath.apply("log_positive", zero)[0] < least
     assert -1e4 < _vmath.apply("log_positive_normal", zero)[0] < np.log(float(fi.tiny))
     # a subnormal without the pre-scaling: below log(tiny) + 1 (float64: below -708,
-    # so under BCE's clamp; float32's BCE keeps the pre-scaling for x)
+    # so under BCE's clamp; float32's BCE pre-scales, through vlog_unit)
     sub = np.array([fi.smallest_subnormal, fi.tiny / 2, fi.tiny * (1 - fi.eps)], dtype)
     assert np.all(_vmath.apply("log_positive_normal", sub) < np.log(float(fi.tiny)) + 1)
 
