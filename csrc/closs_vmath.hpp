@@ -229,6 +229,14 @@ static inline float log_split(float u, float& dk, float bias) {
     return bit_cast<float>((iu & 0x007FFFFFu) + 0x3F3504F3u) - 1.0f;
 }
 
+// log(u) for u > 0 normal, given log_split's bias (vlog's, or the pre-scaled one).
+template <class T>
+static inline T log_of_normal(T u, T bias) {
+    T dk;
+    const T f = log_split(u, dk, bias);
+    return log_kernel<false>(f, dk);
+}
+
 template <class T> struct log_consts;
 template <> struct log_consts<double> {
     static constexpr double tiny = 0x1p-1022, prescale = 0x1p54;
@@ -276,9 +284,7 @@ static inline T vlog_positive(T x) {
         xs = vselect(sub, scaled, x);
         bias = vselect(sub, C::bias_scaled, C::bias);
     }
-    T dk;
-    const T f = vmath_detail::log_split(xs, dk, bias);
-    return vmath_detail::log_kernel<false>(f, dk);
+    return vmath_detail::log_of_normal(xs, bias);
 }
 
 // vlog_positive for x in [0, 1]: x is pre-scaled unconditionally (x 2^54 /
@@ -287,9 +293,7 @@ static inline T vlog_positive(T x) {
 template <class T>
 static inline T vlog_unit(T x) {
     using C = vmath_detail::log_consts<T>;
-    T dk;
-    const T f = vmath_detail::log_split(x * C::prescale, dk, C::bias_scaled);
-    return vmath_detail::log_kernel<false>(f, dk);
+    return vmath_detail::log_of_normal(x * C::prescale, T(C::bias_scaled));
 }
 
 // vlog for a finite x >= 0 only (the caller has checked its inputs, e.g.
