@@ -36,10 +36,14 @@
 // rounded as glibc's expf / logf nearly always are, so a float32 result is
 // bit-identical to torch's for >99.9% of entries and within ~1e-7 of the
 // largest otherwise (the float vexp / vlog misround ~10% of these arguments:
-// ~2x faster, but up to ~3e-5 from torch).  float64: within ~1e-14.  NaN and
-// inf go where torch sends them: an impossible alignment gives loss +inf and a
-// NaN gradient over t < T_n; a class at lp = -inf that no path uses gets a NaN
-// gradient (exp(-inf + loss + inf)), as in torch.
+// ~2x faster, but up to ~3e-5 from torch).  float64 needs no such care: its
+// rounding is far below the 1e-12 it is held to, so a float64 sample runs the
+// recursion in probability space when that loses nothing (3-5x faster, within
+// ~1e-13 of torch; see "float64: the same lattice in probability space"
+// below) and in log space otherwise.  NaN and inf go where torch sends them:
+// an impossible alignment gives loss +inf and a NaN gradient over t < T_n; a
+// class at lp = -inf that no path uses gets a NaN gradient (exp(-inf + loss +
+// inf)), as in torch.
 //
 // Vectorisation.  The recursions run over s for one t at a time (row t needs
 // only row t -+ 1): alpha rows are padded with two -inf on the left, beta rows
@@ -55,13 +59,18 @@
 // only on the shapes) run over threads through sum_chunks, which also adds
 // the chunks' loss sums in index order, so the result is the same for any
 // thread count.  Each chunk owns its scratch (alpha T x (W + 2), two beta rows,
-// ab W x T, A (S + 1) x T, a few rows): nothing of size N x T x W is allocated.
+// ab W x T, A (S + 1) x T, a few rows; float64 also its emissions T x W):
+// nothing of size N x T x W is allocated.
 #pragma once
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
+#include <memory>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #include "closs_isa.hpp"
@@ -168,12 +177,23 @@ inline void ctc_emissions(const T* __restrict e, const index* __restrict state_c
     for (index s = 0; s < W; ++s) em[s] = e[state_class[s]];
 }
 
+// An array left uninitialised: every entry the code reads it writes first
+// (zeroing the whole scratch took ~1 us a call for one short sample).
+template <class V>
+class CtcArray {
+    std::unique_ptr<V[]> v_;
+public:
+    void resize(index n) { v_.reset(new V[std::max<index>(n, 1)]); }
+    V* data() const { return v_.get(); }
+};
+
 // Scratch of one chunk, sized for the largest sample of the batch.
 template <class T>
 struct CtcScratch {
-    std::vector<T> alpha, beta, ab, acc, skip, emit, lp_col, lp_row, acc_row, out_row;
-    std::vector<index> state_class, class_slot, slot_class;
-    std::vector<char> slot_started;
+    CtcArray<T> alpha, beta, ab, acc, skip, emit, lp_col, lp_row, acc_row, out_row;
+    CtcArray<T> prob;  // the probability-space emissions (float64 only)
+    CtcArray<index> state_class, class_slot, slot_class;
+    CtcArray<char> slot_started;
     explicit CtcScratch(const CtcArgs<T>& p) {
         const index Wp = ctc_padded(2 * p.max_target + 1), Tp = ctc_padded(std::max<index>(p.steps, 1));
         const index Cp = ctc_padded(p.classes);
@@ -188,9 +208,11 @@ struct CtcScratch {
         acc_row.resize(Cp);
         out_row.resize(Cp);
         state_class.resize(Wp);
-        class_slot.assign(p.classes, -1);
+        class_slot.resize(p.classes);
+        std::fill(class_slot.data(), class_slot.data() + p.classes, index(-1));
         slot_class.resize(p.max_target + 1);
         slot_started.resize(p.max_target + 1);
+        prob.resize(std::is_same_v<T, double> ? Tp * Wp : 0);
     }
 };
 
@@ -207,24 +229,32 @@ struct CtcSample {
           lp(p.lp + n * p.classes) {}
 };
 
-// The forward pass of a sample with T_n >= 1: the extended sequence into the
-// scratch, alpha, and the loss (before zero_infinity).
+// The extended sequence of a sample into the scratch: each state's class and
+// skip mask (0 or 1); spare states (W <= s < Wp) read class 0 and never skip,
+// so their beta stays -inf (0 in probability space).
+template <class T>
+void ctc_states(const CtcArgs<T>& p, CtcScratch<T>& w, const CtcSample<T>& q) {
+    const index W = q.W, Wp = q.Wp;
+    index* state_class = w.state_class.data();
+    T* skip = w.skip.data();
+    for (index s = 0; s < Wp; ++s) {
+        state_class[s] = s >= W ? 0 : (s & 1) ? q.labels[s / 2] : p.blank;
+        skip[s] = T((s & 1) && s > 1 && s < W && q.labels[s / 2] != q.labels[s / 2 - 1]);
+    }
+    skip[Wp] = skip[Wp + 1] = T(0);
+}
+
+// The forward pass of a sample with T_n >= 1 after ctc_states: alpha, and the
+// loss (before zero_infinity).
 template <class T>
 T ctc_forward(const CtcArgs<T>& p, CtcScratch<T>& w, const CtcSample<T>& q) {
     constexpr T ninf = ctc_ninf<T>();
     const index W = q.W, Wp = q.Wp, NC = q.NC;
     const T* lp = q.lp;
-    // Each state's class and skip mask; spare states (W <= s < Wp) emit 0 and
-    // never skip, so their beta stays -inf.
-    index* state_class = w.state_class.data();
-    T* skip = w.skip.data();
+    const index* state_class = w.state_class.data();
+    const T* skip = w.skip.data();
     T* __restrict em = w.emit.data();
-    for (index s = 0; s < Wp; ++s) {
-        state_class[s] = s >= W ? 0 : (s & 1) ? q.labels[s / 2] : p.blank;
-        skip[s] = T((s & 1) && s > 1 && s < W && q.labels[s / 2] != q.labels[s / 2 - 1]);
-        em[s] = T(0);
-    }
-    skip[Wp] = skip[Wp + 1] = T(0);
+    for (index s = 0; s < Wp; ++s) em[s] = T(0);
 
     // alpha: row t at alpha[t * (Wp + 2) + 2 + s], two -inf pads on the left
     // (s - 1, s - 2 of state 0); the spare states hold values nothing reads.
@@ -251,14 +281,66 @@ T ctc_forward(const CtcArgs<T>& p, CtcScratch<T>& w, const CtcSample<T>& q) {
     return -(ctc_log(ctc_exp<true>(l1 - m) + ctc_exp<true>(l2 - m)) + m);
 }
 
+// The slots of a sample's states: one per distinct class (blank, then the
+// labels in order of appearance), class_of[k] and slot_of[class]; returns
+// their count.  ctc_grad_rows resets slot_of for the next sample.
+template <class T>
+index ctc_slots(CtcScratch<T>& w, index W) {
+    const index* state_class = w.state_class.data();
+    index* slot_of = w.class_slot.data();
+    index* class_of = w.slot_class.data();
+    index slots = 0;
+    for (index s = 0; s < W; ++s) {
+        const index c = state_class[s];
+        if (slot_of[c] < 0) {
+            class_of[slots] = c;
+            slot_of[c] = slots++;
+        }
+    }
+    return slots;
+}
+
+// The gradient rows grad[t < T_n] = g (exp(lp) - gamma), with gamma[t, c] at
+// acc[slot * Tp + t] for the classes some state uses; written row by row over
+// padded copies.  For a class no state uses, gamma = exp((-inf + loss) - lp)
+// is 0, or NaN where that argument is NaN (loss = +inf, or lp = -inf), as in
+// torch: a select, not an exp.
+template <class T>
+void ctc_grad_rows(const CtcArgs<T>& p, CtcScratch<T>& w, const CtcSample<T>& q, index slots,
+                   T nll, T g, T* grad) {
+    const index Tn = q.Tn, Tp = q.Tp, NC = q.NC, C = p.classes, Cp = ctc_padded(C);
+    const T* lp = q.lp;
+    const T* acc = w.acc.data();
+    index* slot_of = w.class_slot.data();
+    const index* class_of = w.slot_class.data();
+    const T unused = ctc_ninf<T>() + nll;
+    T* __restrict x = w.lp_row.data();
+    T* __restrict sub = w.acc_row.data();
+    T* __restrict out = w.out_row.data();
+    for (index c = 0; c < Cp; ++c) x[c] = T(0);
+    for (index t = 0; t < Tn; ++t) {
+        const T* e = lp + t * NC;
+        for (index c = 0; c < C; ++c) x[c] = e[c];
+        for (index c = 0; c < Cp; ++c) {
+            const T u = unused - x[c];
+            sub[c] = vselect(u != u, u, T(0));
+        }
+        for (index k = 0; k < slots; ++k) sub[class_of[k]] = acc[k * Tp + t];
+        for (index c0 = 0; c0 < Cp; c0 += CTC_PAD)
+            for (index c = c0; c < c0 + CTC_PAD; ++c) out[c] = (ctc_exp(x[c]) - sub[c]) * g;
+        T* gr = grad + t * NC;
+        for (index c = 0; c < C; ++c) gr[c] = out[c];
+    }
+    for (index k = 0; k < slots; ++k) slot_of[class_of[k]] = -1;  // for the next sample
+}
+
 // The backward pass after ctc_forward: beta, A, and the gradient rows
 // grad[t < T_n] (g: the sample's upstream gradient with the reduction's scale).
 template <class T>
 void ctc_backward(const CtcArgs<T>& p, CtcScratch<T>& w, const CtcSample<T>& q, T nll, T g,
                   T* grad) {
     constexpr T ninf = ctc_ninf<T>();
-    const index Tn = q.Tn, W = q.W, Wp = q.Wp, Tp = q.Tp, NC = q.NC, C = p.classes;
-    const index AW = Wp + 2, Cp = ctc_padded(C);
+    const index Tn = q.Tn, W = q.W, Wp = q.Wp, Tp = q.Tp, NC = q.NC, AW = Wp + 2;
     const T* lp = q.lp;
     const index* state_class = w.state_class.data();
     const T* skip = w.skip.data();
@@ -287,20 +369,12 @@ void ctc_backward(const CtcArgs<T>& p, CtcScratch<T>& w, const CtcSample<T>& q, 
         std::swap(next, cur);
     }
 
-    // A per slot (one per distinct class: blank, then the labels in order of
-    // appearance), at acc[k * Tp + t]; accumulated in torch's order: for each
+    // A per slot at acc[k * Tp + t]; accumulated in torch's order: for each
     // (t < Tn - 1, class), states in descending s.
-    index* slot_of = w.class_slot.data();
-    index* class_of = w.slot_class.data();
-    index slots = 0;
+    const index slots = ctc_slots(w, W);
+    const index* slot_of = w.class_slot.data();
+    const index* class_of = w.slot_class.data();
     T* acc = w.acc.data();
-    for (index s = 0; s < W; ++s) {
-        const index c = state_class[s];
-        if (slot_of[c] < 0) {
-            class_of[slots] = c;
-            slot_of[c] = slots++;
-        }
-    }
     // A slot's first state (its highest s) finds the accumulator at -inf, where
     // the log-add returns x itself: a copy, and no exp or log for about half
     // the states.
@@ -340,28 +414,253 @@ void ctc_backward(const CtcArgs<T>& p, CtcScratch<T>& w, const CtcSample<T>& q, 
             for (index t = t0; t < t0 + CTC_PAD; ++t) row[t] = ctc_exp(row[t] + nll - col[t]);
     }
 
-    // The gradient, row by row over padded copies.  For a class no state
-    // uses, A = -inf and exp((-inf + loss) - lp) is 0, or NaN where that
-    // argument is NaN (loss = +inf, or lp = -inf): a select, not an exp.
-    const T unused = ninf + nll;
-    T* __restrict x = w.lp_row.data();
-    T* __restrict sub = w.acc_row.data();
-    T* __restrict out = w.out_row.data();
-    for (index c = 0; c < Cp; ++c) x[c] = T(0);
-    for (index t = 0; t < Tn; ++t) {
-        const T* e = lp + t * NC;
-        for (index c = 0; c < C; ++c) x[c] = e[c];
-        for (index c = 0; c < Cp; ++c) {
-            const T u = unused - x[c];
-            sub[c] = vselect(u != u, u, T(0));
-        }
-        for (index k = 0; k < slots; ++k) sub[class_of[k]] = acc[k * Tp + t];
-        for (index c0 = 0; c0 < Cp; c0 += CTC_PAD)
-            for (index c = c0; c < c0 + CTC_PAD; ++c) out[c] = (ctc_exp(x[c]) - sub[c]) * g;
-        T* gr = grad + t * NC;
-        for (index c = 0; c < C; ++c) gr[c] = out[c];
+    ctc_grad_rows(p, w, q, slots, nll, g, grad);
+}
+
+// ---------------------------------------------------------------------------
+// float64: the same lattice in probability space
+// ---------------------------------------------------------------------------
+//
+// A float64 sample runs the recursion on probabilities y = exp(lp) instead,
+// each row rescaled by the power of two that brings its sum into [1, 2)
+// (exact: Graves et al. 2006, section 4.1, without the rounding):
+// alpha^_t = alpha_t 2^-(e_0 + ... + e_t), beta^ likewise with its own
+// exponents, loss = -(E ln2 + log(alpha^_{T-1}(W-1) + alpha^_{T-1}(W-2))) with
+// E the sum of the exponents, and
+//   gamma_t(c) = sum_{s: l'_s = c} alpha^_t(s) beta^_t(s) / y_t(s) / Z_t,
+//   Z_t = sum_s alpha^_t(s) beta^_t(s) / y_t(s)
+// (both alpha and beta include y_t, as torch's do; Z_t is P up to the rows'
+// scales, so gamma sums to 1 over c).  One exp per state and step and a few
+// multiply-adds per cell, where log space takes two exps and a log per cell:
+// 2-2.5x faster for value and gradient (T = 50, 21 states).  A step rounds
+// once or twice per cell, so the loss and gamma are right to ~T ulp: within
+// ~1e-14 of torch's log-space result.
+//
+// It is used only where it cannot lose a path: every used log-probability in
+// [CTC_LP_MIN, 0] (torch's log_softmax output is <= 0), so y >= e^-150, and
+// every non-zero alpha^ and beta^ at least CTC_TINY, so that no product of
+// the recursion, Z_t included, comes near the subnormal range (1e-100 e^-150
+// and 1e-200 are normal).  Otherwise (-inf, NaN or positive log-probabilities
+// in a used class, impossible alignments, outputs so peaked over a long
+// sequence that some prefix or suffix falls 1e100 behind) the sample is
+// computed again in log space, which has torch's semantics for all of those.
+// Both end in the same gradient rows (ctc_grad_rows), which give an unused
+// class at lp = -inf torch's NaN.
+constexpr double CTC_LP_MIN = -150.0;
+constexpr double CTC_TINY = 1e-100;
+
+// y[t * Wp + s] = exp(lp[t, l'_s]) (0 for the spare states) after
+// ctc_states; false when a used log-probability is outside [CTC_LP_MIN, 0].
+inline bool ctc_scaled_emissions(CtcScratch<double>& w, const CtcSample<double>& q) {
+    const index W = q.W, Wp = q.Wp, n = q.Tn * Wp;
+    const index* state_class = w.state_class.data();
+    double* __restrict y = w.prob.data();
+    for (index t = 0; t < q.Tn; ++t) {
+        ctc_emissions(q.lp + t * q.NC, state_class, W, y + t * Wp);
+        for (index s = W; s < Wp; ++s) y[t * Wp + s] = 0.0;
     }
-    for (index k = 0; k < slots; ++k) slot_of[class_of[k]] = -1;  // for the next sample
+    count_like<double> outside = 0;
+    for (index i = 0; i < n; ++i) {
+        const double v = y[i];
+        outside += !(v >= CTC_LP_MIN && v <= 0.0);  // NaN too
+        y[i] = vexp_nonpos(v);
+    }
+    for (index t = 0; t < q.Tn; ++t)
+        for (index s = W; s < Wp; ++s) y[t * Wp + s] = 0.0;
+    return outside == 0;
+}
+
+// A row of the rescaled recursions is CTC_PAD-state blocks held in vectors
+// (GCC vector extensions: whole registers on every instruction set).  A step
+// reads the row the previous step stored, block for block at the same
+// addresses (store-to-load forwarding), and makes the neighbours s - 1, s - 2
+// (s + 1, s + 2 for beta) by shuffling two adjacent blocks: loads of the row
+// shifted by one or two states would straddle two stores, which the CPU
+// cannot forward (the step would wait for the stores to reach the cache).
+using CtcV = double __attribute__((vector_size(CTC_PAD * sizeof(double))));
+
+// Blocks in and out of memory (by reference: a function compiled without
+// AVX-512 may not return such a vector, GCC's "changes the ABI").
+inline void ctc_load(CtcV& v, const double* p) { std::memcpy(&v, p, sizeof v); }
+inline void ctc_store(double* p, const CtcV& v) { std::memcpy(p, &v, sizeof v); }
+
+// Per lane, the count of rescaled values in (0, CTC_TINY), by integer
+// arithmetic on the bits (b - 1 < bits(CTC_TINY) - 1 as unsigned numbers, for
+// non-negative doubles): GCC turns a comparison of such vectors into scalar code.
+using CtcU = std::uint64_t __attribute__((vector_size(CTC_PAD * sizeof(double))));
+
+inline void ctc_count_small(CtcU& small, const CtcV& v) {
+    constexpr std::uint64_t tiny = __builtin_bit_cast(std::uint64_t, CTC_TINY) - 1;
+    const CtcU x = __builtin_bit_cast(CtcU, v) - 1;  // 0 wraps to the top: not counted
+    small += ((x - tiny) & ~x) >> 63;
+}
+
+inline bool ctc_any_small(const CtcU& small) {
+    std::uint64_t n = 0;
+    for (int j = 0; j < CTC_PAD; ++j) n |= small[j];
+    return n != 0;
+}
+
+// Rescales the row's `blocks` blocks by the power of two 2^-e that brings
+// their sum (lanes: the blocks' lane sums) into [1, 2): exact, no rounding.
+// Returns e, or INT_MIN when the row is all 0 (no state reachable); `small`
+// counts the values left in (0, CTC_TINY).
+inline int ctc_rescale(double* row, index blocks, const CtcV& lanes, CtcU& small) {
+    using vmath_detail::bit_cast;
+    static_assert(CTC_PAD == 8, "ctc_rescale adds 8 lanes");
+    using V4 = double __attribute__((vector_size(4 * sizeof(double))));
+    const V4 a = __builtin_shufflevector(lanes, lanes, 0, 1, 2, 3) +
+                 __builtin_shufflevector(lanes, lanes, 4, 5, 6, 7);
+    const double sum = (a[0] + a[2]) + (a[1] + a[3]);
+    if (!(sum > 0.0)) return std::numeric_limits<int>::min();
+    // sum is positive and normal (at most 6; see above for how small it gets)
+    const int biased = int(bit_cast<std::uint64_t>(sum) >> 52);
+    const double scale = bit_cast<double>(std::uint64_t(2046 - biased) << 52);
+    for (index i = 0; i < blocks; ++i) {
+        CtcV v;
+        ctc_load(v, row + i * CTC_PAD);
+        v *= scale;
+        ctc_store(row + i * CTC_PAD, v);
+        ctc_count_small(small, v);
+    }
+    return biased - 1023;
+}
+
+// The forward pass in probability space after ctc_states (S >= 1, T_n >= 1):
+// alpha^ rows at alpha[t * (Wp + 2) + 2 + s], the loss into nll; false when
+// the sample needs log space (see above).
+inline bool ctc_scaled_forward(CtcScratch<double>& w, const CtcSample<double>& q, double& nll) {
+    if (!ctc_scaled_emissions(w, q)) return false;
+    const index W = q.W, Wp = q.Wp, AW = Wp + 2, blocks = Wp / CTC_PAD;
+    const double* y = w.prob.data();
+    const double* skip = w.skip.data();
+    double* alpha = w.alpha.data();
+    CtcU small = {};
+    CtcV lanes = {};
+    for (index s = 0; s < AW; ++s) alpha[s] = 0.0;
+    alpha[2] = y[0];
+    alpha[3] = y[1];
+    for (index i = 0; i < blocks; ++i) {
+        CtcV v;
+        ctc_load(v, alpha + 2 + i * CTC_PAD);
+        lanes += v;
+    }
+    // log P = E ln2 + log(alpha^ of the two end states), E the sum of the
+    // rows' exponents (an exact integer sum)
+    long E = ctc_rescale(alpha + 2, blocks, lanes, small);
+    for (index t = 1; t < q.Tn; ++t) {
+        const double* prev = alpha + (t - 1) * AW + 2;
+        double* cur = alpha + t * AW + 2;
+        const double* yt = y + t * Wp;
+        CtcV before = {};  // the previous block of prev (states below 0: 0)
+        lanes = CtcV{};
+        for (index i = 0; i < blocks; ++i) {
+            CtcV P, K, Y;
+            ctc_load(P, prev + i * CTC_PAD);
+            ctc_load(K, skip + i * CTC_PAD);
+            ctc_load(Y, yt + i * CTC_PAD);
+            const CtcV s1 = __builtin_shufflevector(before, P, 7, 8, 9, 10, 11, 12, 13, 14);
+            const CtcV s2 = __builtin_shufflevector(before, P, 6, 7, 8, 9, 10, 11, 12, 13);
+            const CtcV v = ((P + s1) + K * s2) * Y;
+            ctc_store(cur + i * CTC_PAD, v);
+            lanes += v;
+            before = P;
+        }
+        const int e = ctc_rescale(cur, blocks, lanes, small);
+        if (e == std::numeric_limits<int>::min()) return false;  // impossible alignment
+        E += e;
+    }
+    const double* last = alpha + (q.Tn - 1) * AW + 2;
+    const double end = last[W - 1] + last[W - 2];
+    if (!(end >= CTC_TINY) || ctc_any_small(small)) return false;
+    constexpr double ln2_hi = 6.93147180369123816490e-01;  // E ln2_hi exact for |E| < 2^20
+    constexpr double ln2_lo = 1.90821492927058770002e-10;
+    if (E <= -(1L << 20)) return false;  // T ~ 1e4 steps at the least allowed probabilities
+    nll = -((double(E) * ln2_hi + std::log(end)) + double(E) * ln2_lo);
+    return true;
+}
+
+// The backward pass in probability space after ctc_scaled_forward: beta^,
+// gamma per slot into acc, and the gradient rows; false when the sample needs
+// log space (then nothing it wrote counts: ctc_backward writes it all again).
+inline bool ctc_scaled_backward(const CtcArgs<double>& p, CtcScratch<double>& w,
+                                const CtcSample<double>& q, double nll, double g, double* grad) {
+    const index Tn = q.Tn, W = q.W, Wp = q.Wp, Tp = q.Tp, AW = Wp + 2, blocks = Wp / CTC_PAD;
+    const double* y = w.prob.data();
+    const double* skip = w.skip.data();
+    const double* alpha = w.alpha.data();
+    CtcU small = {};
+    // beta^ rolling over two rows.  The gradient needs alpha^ beta^ / y,
+    // which is alpha^ times beta^ before its multiply by y:
+    // u_t(s) = beta^_{t+1}(s) + beta^_{t+1}(s+1) (+ s+2), 1 at the two end
+    // states of the last step; a common factor of a step cancels in gamma.
+    // ab[s * Tp + t] = alpha^_t(s) u_t(s), state-major (spare steps: 0).
+    double* next = w.beta.data();  // u_t
+    double* cur = next + AW;
+    double* ab = w.ab.data();
+    for (index s = 0; s < Wp; ++s) next[s] = 0.0;
+    next[W - 1] = next[W - 2] = 1.0;
+    for (index s = 0; s < W; ++s)
+        for (index t = Tn; t < Tp; ++t) ab[s * Tp + t] = 0.0;
+    for (index t = Tn - 1;; --t) {
+        const double* a = alpha + t * AW + 2;
+        for (index s = 0; s < W; ++s) ab[s * Tp + t] = a[s] * next[s];
+        if (t == 0) break;
+        // beta^_t = u_t y_t, rescaled; then u_{t-1} from it
+        const double* yt = y + t * Wp;
+        CtcV lanes = {};
+        for (index i = 0; i < blocks; ++i) {
+            CtcV v, Y;
+            ctc_load(v, next + i * CTC_PAD);
+            ctc_load(Y, yt + i * CTC_PAD);
+            v *= Y;
+            ctc_store(next + i * CTC_PAD, v);
+            lanes += v;
+        }
+        if (ctc_rescale(next, blocks, lanes, small) == std::numeric_limits<int>::min())
+            return false;
+        CtcV after = {};  // the next block of beta^ (states past the last: 0)
+        for (index i = blocks - 1; i >= 0; --i) {
+            CtcV B, K;
+            ctc_load(B, next + i * CTC_PAD);
+            ctc_load(K, skip + 2 + i * CTC_PAD);
+            const CtcV s1 = __builtin_shufflevector(B, after, 1, 2, 3, 4, 5, 6, 7, 8);
+            const CtcV s2 = __builtin_shufflevector(B, after, 2, 3, 4, 5, 6, 7, 8, 9);
+            ctc_store(cur + i * CTC_PAD, (B + s1) + K * s2);
+            after = B;
+        }
+        std::swap(next, cur);
+    }
+    if (ctc_any_small(small)) return false;
+
+    // Z_t (states in ascending s, vectorised over t): at least CTC_TINY^2
+    // (some state has both alpha^ and beta^ non-zero, y <= 1), checked all
+    // the same, as a wrong gamma must not get out.
+    double* __restrict z = w.lp_col.data();
+    for (index t = 0; t < Tp; ++t) z[t] = 0.0;
+    for (index s = 0; s < W; ++s)
+        for (index t = 0; t < Tp; ++t) z[t] += ab[s * Tp + t];
+    count_like<double> below = 0;
+    for (index t = 0; t < Tn; ++t) below += !(z[t] >= CTC_TINY * CTC_TINY);
+    if (below) return false;
+    for (index t = 0; t < Tn; ++t) z[t] = 1.0 / z[t];
+
+    // gamma per slot: the sum of its states' terms (ascending s), over Z_t.
+    const index slots = ctc_slots(w, W);
+    const index* slot_of = w.class_slot.data();
+    const index* state_class = w.state_class.data();
+    double* acc = w.acc.data();
+    for (index k = 0; k < slots; ++k)
+        for (index t = 0; t < Tp; ++t) acc[k * Tp + t] = 0.0;
+    for (index s = 0; s < W; ++s) {
+        const double* __restrict x = ab + s * Tp;
+        double* __restrict row = acc + slot_of[state_class[s]] * Tp;
+        for (index t = 0; t < Tp; ++t) row[t] += x[t];
+    }
+    for (index k = 0; k < slots; ++k)
+        for (index t = 0; t < Tn; ++t) acc[k * Tp + t] *= z[t];
+    ctc_grad_rows(p, w, q, slots, nll, g, grad);
+    return true;
 }
 
 // Sample n: returns its loss (after zero_infinity) and writes its gradient
@@ -371,7 +670,14 @@ inline T ctc_sample(const CtcArgs<T>& p, CtcScratch<T>& w, index n) {
     constexpr T inf = std::numeric_limits<T>::infinity();
     const CtcSample<T> q(p, n);
     // torch: T_n = 0 gives -(S == 0 ? 0 : -inf) and no gradient at all
-    const T nll = q.Tn == 0 ? (q.S == 0 ? -T(0) : inf) : ctc_forward(p, w, q);
+    T nll = q.Tn == 0 ? (q.S == 0 ? -T(0) : inf) : T(0);
+    bool scaled = false;  // float64 in probability space (above)
+    if (q.Tn > 0) {
+        ctc_states(p, w, q);
+        if constexpr (std::is_same_v<T, double>)
+            scaled = q.S > 0 && ctc_scaled_forward(w, q, nll);
+        if (!scaled) nll = ctc_forward(p, w, q);
+    }
     const bool zeroed = p.zero_infinity && nll == inf;
     if constexpr (GRAD) {
         T* grad = p.grad + n * p.classes;  // grad[t * NC + c]
@@ -379,7 +685,14 @@ inline T ctc_sample(const CtcArgs<T>& p, CtcScratch<T>& w, index n) {
         if (q.Tn > 0 && !zeroed) {
             const double go = p.grad_output ? double(p.grad_output[n]) : 1.0;
             const T g = T(p.gscale * go / double(p.mean ? std::max<index>(q.S, 1) : 1));
-            ctc_backward(p, w, q, nll, g, grad);
+            bool written = false;
+            if constexpr (std::is_same_v<T, double>) {
+                written = scaled && ctc_scaled_backward(p, w, q, nll, g, grad);
+                // log alpha for ctc_backward; the loss stays the one a value-only
+                // call gives (the two differ by ~1e-14)
+                if (scaled && !written) ctc_forward(p, w, q);
+            }
+            if (!written) ctc_backward(p, w, q, nll, g, grad);
             done = q.Tn;
         }
         for (index t = done; t < p.steps; ++t)

@@ -359,6 +359,41 @@ def test_torch_parity_special_values(torch, dtype):
             check_against_torch(args, reduction, None, dtype, zero_infinity=zi)
 
 
+def _fallback_cases():
+    """float64 inputs for each route of closs's probability-space recursion
+    (csrc/closs_ctc.hpp): taken, or left for log space before the forward
+    pass (a used log-probability outside [-150, 0]), after it (a prefix
+    1e100 behind: one class dominates every step) or after the backward
+    pass (a suffix 1e100 behind: the last steps all but certainly blank)."""
+    rng = rng_for("fallback")
+    cases = {"taken": log_probs(rng, (30, 3, 6))}
+    edge = log_probs(rng, (30, 3, 6))
+    edge[5, 0, :] = -149.0            # sample 0: inside, sample 1: just outside
+    edge[5, 1, :] = -151.0
+    edge[7, 2, 1:] = 0.25             # sample 2: a positive log-probability
+    cases["range"] = edge
+    prefix = np.full((30, 3, 6), -140.0)
+    prefix[:, :, 1] = -0.01
+    cases["prefix"] = prefix
+    suffix = log_probs(rng, (30, 3, 6))
+    suffix[20:] = -140.0
+    suffix[20:, :, 0] = -1e-12
+    cases["suffix"] = suffix
+    targets = np.array([[1, 2, 3, 4], [1, 1, 2, 5], [5, 4, 3, 1]])
+    return {name: (lp, targets, [30, 30, 30], [4, 4, 4]) for name, lp in cases.items()}
+
+
+@pytest.mark.parametrize("name", ["taken", "range", "prefix", "suffix"])
+def test_torch_parity_probability_space_and_fallbacks(torch, name):
+    """float64 in probability space, and each way out of it into log space:
+    torch's value and gradient either way, every route bit-identical (a
+    value-only call and value_and_grad give the same loss even when only the
+    backward pass falls back)."""
+    args = _fallback_cases()[name]
+    for reduction in REDUCTIONS:
+        check_against_torch(args, reduction, None, np.float64)
+
+
 def test_torch_parity_target_forms(torch):
     """Targets and lengths in every form torch takes give torch's value."""
     rng = rng_for("forms")
