@@ -129,24 +129,24 @@ def random_grad_output(rng, reduction, n, dtype):
 # ---------------------------------------------------------------------------------
 
 
-def reference_sample(lp, labels, blank):
+def reference_sample(lp, labels, blank, dtype=np.float64):
     """(loss, gamma[t, c]) of one sample, lp (T_n, C) in float64, by the
-    alpha-beta recursion on probabilities (no logs; T_n small enough that
-    nothing underflows).  An impossible alignment gives (inf, nan)."""
+    alpha-beta recursion on probabilities in `dtype` (no logs; T_n small
+    enough that nothing underflows).  An impossible alignment gives (inf, nan)."""
     T, C = lp.shape
     ext = [blank]
     for label in labels:
         ext += [label, blank]
     W = len(ext)
-    gamma = np.zeros((T, C))
+    gamma = np.zeros((T, C), dtype)
     if T == 0:
         return (0.0 if not labels else INF), gamma
-    p = np.exp(lp)
+    p = np.exp(lp.astype(dtype))
 
     def allowed_skip(s):
         return s > 1 and ext[s] != blank and ext[s] != ext[s - 2]
 
-    alpha = np.zeros((T, W))
+    alpha = np.zeros((T, W), dtype)
     alpha[0, 0] = p[0, blank]
     if W > 1:
         alpha[0, 1] = p[0, ext[1]]
@@ -156,7 +156,7 @@ def reference_sample(lp, labels, blank):
             if allowed_skip(s):
                 a += alpha[t - 1, s - 2]
             alpha[t, s] = a * p[t, ext[s]]
-    beta = np.zeros((T, W))
+    beta = np.zeros((T, W), dtype)
     beta[T - 1, W - 1] = p[T - 1, blank]
     if W > 1:
         beta[T - 1, W - 2] = p[T - 1, ext[W - 2]]
@@ -357,6 +357,24 @@ def test_torch_parity_special_values(torch, dtype):
     for reduction in REDUCTIONS:
         for zi in (False, True):
             check_against_torch(args, reduction, None, dtype, zero_infinity=zi)
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).eps > 1e-18, reason="no 80-bit long double")
+def test_float64_against_extended_precision():
+    """float64 (the probability-space recursion) against the same recursion in
+    80-bit long double at T = 50: the loss to ~1 ulp, the gradient within
+    1e-14 of its largest entry (torch's log space is ~1e-13 off here, so
+    torch parity alone could not see a loss of accuracy this size)."""
+    rng = rng_for("extended")
+    lp = log_probs(rng, (50, 4, 20))
+    labels = [[int(v) for v in rng.integers(1, 20, 10)] for _ in range(4)]
+    value, grad = CF.ctc_loss(lp, np.array(labels), [50] * 4, [10] * 4, reduction="none",
+                              return_grad=True, grad_output=np.ones(4))
+    for n in range(4):
+        loss, gamma = reference_sample(lp[:, n], labels[n], 0, dtype=np.longdouble)
+        expected = np.exp(lp[:, n].astype(np.longdouble)) - gamma
+        assert abs(value[n] - loss) <= 1e-15 * loss
+        assert np.max(np.abs(grad[:, n] - expected)) <= 1e-14 * np.max(np.abs(expected))
 
 
 def _fallback_cases():
