@@ -66,7 +66,6 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <memory>
 #include <new>
@@ -480,12 +479,10 @@ inline bool ctc_scaled_emissions(CtcScratch<double>& w, const CtcSample<double>&
 // shifted by one or two states would straddle two stores, which the CPU
 // cannot forward (a plain loop over s with such loads: the forward recursion
 // ~25% slower at T = 50, 21 states).
-using CtcV = double __attribute__((vector_size(CTC_PAD * sizeof(double))));
-
-// Blocks in and out of memory (by reference: a function compiled without
-// AVX-512 may not return such a vector, GCC's "changes the ABI").
-inline void ctc_load(CtcV& v, const double* p) { std::memcpy(&v, p, sizeof v); }
-inline void ctc_store(double* p, const CtcV& v) { std::memcpy(p, &v, sizeof v); }
+// A block is closs_sum.hpp's half-lanes vector, loaded and stored by its
+// lanes_load / lanes_store.
+using CtcV = HalfLanesD;
+static_assert(sizeof(CtcV) == CTC_PAD * sizeof(double), "a block is CTC_PAD doubles");
 
 // Per lane, the count of rescaled values in (0, CTC_TINY), by integer
 // arithmetic on the bits (b - 1 < bits(CTC_TINY) - 1 as unsigned numbers, for
@@ -510,20 +507,16 @@ inline bool ctc_any_small(const CtcU& small) {
 // counts the values left in (0, CTC_TINY).
 inline int ctc_rescale(double* row, index blocks, const CtcV& lanes, CtcU& small) {
     using vmath_detail::bit_cast;
-    static_assert(CTC_PAD == 8, "ctc_rescale adds 8 lanes");
-    using V4 = double __attribute__((vector_size(4 * sizeof(double))));
-    const V4 a = __builtin_shufflevector(lanes, lanes, 0, 1, 2, 3) +
-                 __builtin_shufflevector(lanes, lanes, 4, 5, 6, 7);
-    const double sum = (a[0] + a[2]) + (a[1] + a[3]);
+    const double sum = half_lanes_total(lanes);
     if (!(sum > 0.0)) return std::numeric_limits<int>::min();
     // sum is positive and normal (at most 6; see above for how small it gets)
     const int biased = int(bit_cast<std::uint64_t>(sum) >> 52);
     const double scale = bit_cast<double>(std::uint64_t(2046 - biased) << 52);
     for (index i = 0; i < blocks; ++i) {
         CtcV v;
-        ctc_load(v, row + i * CTC_PAD);
+        lanes_load(v, row + i * CTC_PAD);
         v *= scale;
-        ctc_store(row + i * CTC_PAD, v);
+        lanes_store(row + i * CTC_PAD, v);
         ctc_count_small(small, v);
     }
     return biased - 1023;
@@ -545,7 +538,7 @@ inline bool ctc_scaled_forward(CtcScratch<double>& w, const CtcSample<double>& q
     alpha[3] = y[1];
     for (index i = 0; i < blocks; ++i) {
         CtcV v;
-        ctc_load(v, alpha + 2 + i * CTC_PAD);
+        lanes_load(v, alpha + 2 + i * CTC_PAD);
         lanes += v;
     }
     // log P = E ln2 + log(alpha^ of the two end states), E the sum of the
@@ -559,13 +552,13 @@ inline bool ctc_scaled_forward(CtcScratch<double>& w, const CtcSample<double>& q
         lanes = CtcV{};
         for (index i = 0; i < blocks; ++i) {
             CtcV P, K, Y;
-            ctc_load(P, prev + i * CTC_PAD);
-            ctc_load(K, skip + i * CTC_PAD);
-            ctc_load(Y, yt + i * CTC_PAD);
+            lanes_load(P, prev + i * CTC_PAD);
+            lanes_load(K, skip + i * CTC_PAD);
+            lanes_load(Y, yt + i * CTC_PAD);
             const CtcV s1 = __builtin_shufflevector(before, P, 7, 8, 9, 10, 11, 12, 13, 14);
             const CtcV s2 = __builtin_shufflevector(before, P, 6, 7, 8, 9, 10, 11, 12, 13);
             const CtcV v = ((P + s1) + K * s2) * Y;
-            ctc_store(cur + i * CTC_PAD, v);
+            lanes_store(cur + i * CTC_PAD, v);
             lanes += v;
             before = P;
         }
@@ -614,10 +607,10 @@ inline bool ctc_scaled_backward(const CtcArgs<double>& p, CtcScratch<double>& w,
         CtcV lanes = {};
         for (index i = 0; i < blocks; ++i) {
             CtcV v, Y;
-            ctc_load(v, next + i * CTC_PAD);
-            ctc_load(Y, yt + i * CTC_PAD);
+            lanes_load(v, next + i * CTC_PAD);
+            lanes_load(Y, yt + i * CTC_PAD);
             v *= Y;
-            ctc_store(next + i * CTC_PAD, v);
+            lanes_store(next + i * CTC_PAD, v);
             lanes += v;
         }
         if (ctc_rescale(next, blocks, lanes, small) == std::numeric_limits<int>::min())
@@ -625,11 +618,11 @@ inline bool ctc_scaled_backward(const CtcArgs<double>& p, CtcScratch<double>& w,
         CtcV after = {};  // the next block of beta^ (states past the last: 0)
         for (index i = blocks - 1; i >= 0; --i) {
             CtcV B, K;
-            ctc_load(B, next + i * CTC_PAD);
-            ctc_load(K, skip + 2 + i * CTC_PAD);
+            lanes_load(B, next + i * CTC_PAD);
+            lanes_load(K, skip + 2 + i * CTC_PAD);
             const CtcV s1 = __builtin_shufflevector(B, after, 1, 2, 3, 4, 5, 6, 7, 8);
             const CtcV s2 = __builtin_shufflevector(B, after, 2, 3, 4, 5, 6, 7, 8, 9);
-            ctc_store(cur + i * CTC_PAD, (B + s1) + K * s2);
+            lanes_store(cur + i * CTC_PAD, (B + s1) + K * s2);
             after = B;
         }
         std::swap(next, cur);

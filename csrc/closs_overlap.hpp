@@ -174,11 +174,6 @@ inline void overlap_scatter(const T* buf, index C, index S, index b, index n, in
         }
 }
 
-template <class V, class T>
-inline void lanes_load(V& v, const T* from) {
-    std::memcpy(&v, from, sizeof v);
-}
-
 // Sweep 1, one entry's L positions of a tile: p and g of channel c, position
 // j at pe[c * ps + j] and ge[c * gs + j]; adds the three sums of each scored
 // channel to its LANES accumulators in acc (the entry's first tile sets
@@ -236,7 +231,7 @@ inline void overlap_sums(index first, index C, index L, const T* pe, index ps, c
                     lanes_load(v, to);
                     d[h] += v;
                 }
-                std::memcpy(to, &d[h], sizeof d[h]);
+                lanes_store(to, d[h]);
             }
             slot[q * LANES] += tail[q];
         }

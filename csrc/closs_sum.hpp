@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -73,14 +74,29 @@ struct HalfLanes {
 };
 using HalfLanesD = HalfLanes<double>::type;
 
+// Such vectors in and out of memory (by reference: a function compiled
+// without AVX-512 may not return a 64-byte vector, GCC's "changes the ABI").
+template <class V, class T>
+inline void lanes_load(V& v, const T* from) {
+    std::memcpy(&v, from, sizeof v);
+}
+template <class V, class T>
+inline void lanes_store(T* to, const V& v) {
+    std::memcpy(to, &v, sizeof v);
+}
+
+// The last three levels of lanes_total's tree: the sum of LANES / 2 lanes.
+inline double half_lanes_total(const HalfLanesD& a) {
+    static_assert(LANES == 16, "half_lanes_total is written for 8 lanes");
+    using V4 = double __attribute__((vector_size(4 * sizeof(double))));
+    const V4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+    return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
 // lanes_total of the lanes lo (0 .. LANES/2 - 1) and hi (the rest): the same
 // tree in registers.
 inline double lanes_total(const HalfLanesD& lo, const HalfLanesD& hi) {
-    static_assert(LANES == 16, "lanes_total is written for 16 lanes");
-    using V4 = double __attribute__((vector_size(4 * sizeof(double))));
-    const HalfLanesD a = lo + hi;
-    const V4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
-    return (b[0] + b[2]) + (b[1] + b[3]);
+    return half_lanes_total(lo + hi);
 }
 
 // Sum of v[0..m), m <= BLOCK, accumulated in double over LANES lanes.
