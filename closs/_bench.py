@@ -26,7 +26,9 @@ Design:
    the comment at PAUSE).  Per implementation it reports the median time per
    call, the quartiles, min and max.
 5. ``run`` loops over the cases (loss, dtype, size, thread count, mode; the
-   thread count is set for closs and torch alike), prints progress (tqdm when
+   thread count is set for closs and torch alike, and every thread of the
+   process is pinned to that many cores, since JAX's pool cannot be resized
+   after import), prints progress (tqdm when
    installed) and returns plain dicts; ``format_table`` renders them as text or
    Markdown, ``plot`` as throughput against size (matplotlib, imported lazily).
 6. ``measure_machine`` times this machine's read and read+write bandwidth and
@@ -474,6 +476,9 @@ def import_peer(name):
                 os.environ.setdefault("JAX_PLATFORMS", "cpu")
                 mod = importlib.import_module("jax")
                 mod.config.update("jax_enable_x64", True)  # float64 arrays stay float64
+                # Start the CPU client now: it sizes its thread pool by the CPUs the
+                # process may use at that moment, and pin_cores may restrict them later.
+                mod.devices()
             else:
                 mod = importlib.import_module(name)
             _MODULES[name] = mod
@@ -500,6 +505,30 @@ def set_threads(n):
     closs.set_num_threads(n)
     if "torch" in _MODULES and available("torch"):
         _MODULES["torch"].set_num_threads(n)
+
+
+_CPUS = None  # the CPUs this process could use when the benchmark first pinned it
+
+
+def pin_cores(n):
+    """Run every thread of this process (JAX's, BLAS's and OpenMP's pools too) on
+    the first n of its CPUs (n None: on all of them again).
+
+    JAX/XLA's thread pool is sized at import and cannot be shrunk, so without this
+    a 1-thread row would time JAX on every core.  Threads started later inherit
+    their creator's CPUs.  Returns whether the process could be pinned (Linux)."""
+    global _CPUS
+    if not (hasattr(os, "sched_setaffinity") and os.path.isdir("/proc/self/task")):
+        return False
+    if _CPUS is None:
+        _CPUS = sorted(os.sched_getaffinity(0))
+    cpus = set(_CPUS if n is None else _CPUS[:max(1, n)])
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:  # the thread has just exited
+            pass
+    return True
 
 
 # ----------------------------------------------------------------------------------
@@ -838,6 +867,7 @@ def run(losses, dtypes, sizes, modes=MODES, impls=IMPLS, budget=FULL, seed=0, pr
             label = f"{spec.label} {dtype} {format_shape(shape)} {nthreads}T {mode}"
             bar.start(label)
             set_threads(nthreads)
+            pin_cores(nthreads)
             meter = LoadMeter()
             case_impls = make_impls(spec, data, mode, impls)
             agreement = check(case_impls, dtype)
@@ -868,6 +898,7 @@ def run(losses, dtypes, sizes, modes=MODES, impls=IMPLS, budget=FULL, seed=0, pr
     finally:
         bar.close()
         set_threads(saved_threads)
+        pin_cores(None)
     return results
 
 
@@ -1011,8 +1042,8 @@ def format_table(results, markdown=False):
 TABLE_NOTE = ("median time per call, ± half the inter-quartile range; peer/closs > 1 means "
               "closs is faster; GB/s counts the inputs read (targets too) plus the gradients "
               "written once; threads: closs's and torch's thread count (scikit-learn's "
-              "n_threads too; NumPy runs on one), but JAX/XLA cannot change its thread pool "
-              "after import: jax uses every core in every row; "
+              "n_threads too; NumPy runs on one); every thread of the process, JAX's pool "
+              "included, is pinned to that many cores; "
               f"(busy): other processes used more than {BUSY:.0%} of the CPUs during that case.")
 
 

@@ -191,7 +191,34 @@ def test_bench_threads_list(tmp_path, capsys):
                    for t in (1, 2) for m in _bench.MODES]
     assert all(c["ok"] for r in doc["results"] for c in r["check"].values())
     out = capsys.readouterr().out
-    assert "threads 1,2" in out and "8x10" in out and "JAX/XLA" in out
+    assert "threads 1,2" in out and "8x10" in out and "pinned" in out
+
+
+def test_pin_cores_pins_every_thread_and_restores():
+    """A 1-thread case runs every thread of the process (JAX's pool too) on one core;
+    the end of a run gives them all their CPUs back."""
+    import os
+    import threading
+    if not _bench.pin_cores(None):
+        pytest.skip("no sched_setaffinity / /proc on this platform")
+    every = os.sched_getaffinity(0)
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        def affinities():
+            return {tid: os.sched_getaffinity(int(tid)) for tid in os.listdir("/proc/self/task")}
+        _bench.pin_cores(1)
+        pinned = affinities()
+        assert len(pinned) >= 2 and all(cpus == {min(every)} for cpus in pinned.values())
+        _bench.pin_cores(None)
+        assert all(cpus == every for cpus in affinities().values())
+        main(["bench", "--quick", "--no-progress", "--sizes", "100", "--threads", "1",
+              "--losses", "mse", "--impls", "closs"])
+        assert all(cpus == every for cpus in affinities().values())
+    finally:
+        stop.set()
+        helper.join()
 
 
 def test_bench_roofline_tiny(tmp_path, capsys):
