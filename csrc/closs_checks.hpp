@@ -6,6 +6,7 @@
 //     losses' targets, the overlap losses' labels).
 // Each returns the index of the first bad entry, or -1, through first_flagged.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -44,6 +45,23 @@ inline index count_outside(const T* x, index n) {
     for (index i = 0; i < n; ++i)
         outside += LOW_ONLY ? Count(x[i] < T(0)) : Count(!(x[i] >= T(0) && x[i] <= T(1)));
     return index(outside);
+}
+
+// Whether every a[i] and b[i] (i < n) lies in [0, 1], from the bits as signed
+// integers: 0 <= bits <= bits(1) holds exactly for +0 .. 1, and a negative
+// number, a NaN or -0 falls outside (the caller counts exactly when this says
+// no, so -0 is still accepted).  Two integer min / max per vector: about half
+// the work of count_outside on both (BCE: 5% of its time).
+template <class T>
+inline bool both_in_unit_fast(const T* a, const T* b, index n) {
+    using Bits = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
+    Bits lo = 0, hi = 0;
+    for (index i = 0; i < n; ++i) {
+        const Bits u = __builtin_bit_cast(Bits, a[i]), v = __builtin_bit_cast(Bits, b[i]);
+        lo = std::min(lo, std::min(u, v));
+        hi = std::max(hi, std::max(u, v));
+    }
+    return lo >= 0 && hi <= __builtin_bit_cast(Bits, T(1));
 }
 
 using count_outside_f32_fn = index(const float*, index);

@@ -85,7 +85,8 @@ struct PointwiseArgs {
 template <class T>
 inline bool block_in_range(const PointwiseArgs<T>& p, index s, index m) {
     if (p.check == PW_CHECK_UNIT)
-        return count_outside<T, false>(p.a + s, m) + count_outside<T, false>(p.b + s, m) == 0;
+        return both_in_unit_fast(p.a + s, p.b + s, m) ||
+               count_outside<T, false>(p.a + s, m) + count_outside<T, false>(p.b + s, m) == 0;
     return count_outside<T, true>(p.c + s, m) == 0;
 }
 
@@ -196,7 +197,9 @@ inline T bce_clamp(T log_value) {
 // below give a finite number far below -100.  Every float64 below the least
 // normal number has a log below -708, so float64 skips the pre-scaling of
 // subnormals; a float32 subnormal's log may lie above -100, and float32 takes
-// vlog_unit's unconditional pre-scaling (its 0 is -105, not -88).
+// vlog_unit's unconditional pre-scaling (its 0 is -105, not -88).  x must
+// not be -0 (its bits make a large log): the callers clear x's sign (1 - x
+// is never -0).
 template <class T>
 inline T bce_log(T x) {
     if constexpr (sizeof(T) == 8) return bce_clamp(vlog_positive<T, false>(x));
@@ -229,7 +232,7 @@ struct BCE : TwoOperands {  // -(y log x + (1 - y) log(1 - x)), each log clamped
     }
     T operator()(T x, T y, T, T& dx, T&) const {
         // x in [0, 1] (checked before its block); torch: the log of the rounded 1 - x
-        const T cx = bce_log(x), c1x = bce_log(T(1) - x);
+        const T cx = bce_log(std::abs(x)), c1x = bce_log(T(1) - x);
         dx = bce_grad(x, y);
         return -(y * cx + (T(1) - y) * c1x);
     }
@@ -242,7 +245,7 @@ template <class T>
 struct BCE<T>::Hard : TwoOperands {
     T operator()(T x, T y, T, T& dx, T&) const {
         dx = bce_grad(x, y);
-        return -bce_log(vselect(y == T(1), x, T(1) - x));
+        return -bce_log(vselect(y == T(1), std::abs(x), T(1) - x));
     }
 };
 

@@ -2352,6 +2352,26 @@ def test_bce_range_error_names_the_first_bad_entry(threads, where, operand):
         closs.set_num_threads(saved)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bce_range_check_accepts_the_edges_and_signed_zeros(dtype):
+    """The sweep's quick test of a block is integer min / max on the bits, where -0
+    looks negative: a block holding -0, +0, 1 and the least subnormal passes
+    (through the exact count), and its values are the ones of +0."""
+    rng = rng_for("bce-range-edges", np.dtype(dtype).name)
+    x, y = rng.uniform(0, 1, RANGE_N).astype(dtype), rng.uniform(0, 1, RANGE_N).astype(dtype)
+    tiny = np.finfo(dtype).smallest_subnormal
+    for i, v in enumerate([-0.0, 0.0, 1.0, tiny]):
+        x[1000 * i + 3], y[1000 * i + 600] = v, v
+    x[RANGE_N - 1], y[0] = -0.0, -0.0
+    plus_x, plus_y = x + dtype(0), y + dtype(0)  # -0 + 0 = +0
+    assert np.signbit(x).sum() == 2 and not np.signbit(plus_x).any()
+    for reduction in ("sum", "none"):
+        got = CF.binary_cross_entropy(x, y, reduction=reduction, return_grad=True)
+        want = CF.binary_cross_entropy(plus_x, plus_y, reduction=reduction, return_grad=True)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
 def test_backward_after_a_range_checked_forward():
     """A module's backward reuses the operands its forward's sweep checked."""
     rng = rng_for("bce-range-once")
