@@ -119,9 +119,10 @@ def build_parser():
                        metavar="closs,numpy,torch,jax,sklearn",
                        help="implementations (default: all that are importable; closs always)")
     bench.add_argument("--threads", type=_csv(_positive_int), metavar="1,2",
-                       help="thread counts for closs and torch, every case at each (default: "
-                            "1 and closs's default, CLOSS_NUM_THREADS or all cores; --quick: "
-                            "closs's default only)")
+                       help="thread counts for closs and torch, every case at each, with "
+                            "the whole process (JAX's pool too) pinned to that many cores "
+                            "(default: 1 and closs's default, CLOSS_NUM_THREADS or all cores; "
+                            "--quick: closs's default only)")
     bench.add_argument("--json", metavar="FILE",
                        help="write the results and machine information as JSON ('-': stdout, "
                             "then no table is printed)")
