@@ -5,6 +5,8 @@
 //   first_out_of_range: int64 class indices outside [low, high) (the margin
 //     losses' targets, the overlap losses' labels).
 // Each returns the index of the first bad entry, or -1, through first_flagged.
+// both_in_unit_fast is the quick test BCE's sweep tries on a block before
+// count_outside (closs_pointwise.hpp's block_in_range).
 #pragma once
 #include <algorithm>
 #include <cstdint>
