@@ -1,5 +1,6 @@
 # Small array helpers shared by the kernel modules (all inline; no module of its own).
 cimport numpy as cnp
+from libc.stdint cimport int64_t
 
 from closs._kernels._runtime cimport gradient_like
 
@@ -14,6 +15,17 @@ ctypedef fused real:
 cdef inline bint native_carray(cnp.ndarray a) noexcept:
     """C-contiguous, aligned and in native byte order."""
     return cnp.PyArray_ISCARRAY_RO(a) and not cnp.PyArray_ISBYTESWAPPED(a)
+
+
+cdef inline const int64_t* index_data(cnp.ndarray a) except NULL:
+    """The data of a, a C-contiguous 1-D int64 array in native byte order (as
+    the callers make it, aligned or not; checked here at a fraction of the
+    cost of a typed buffer argument)."""
+    if (cnp.PyArray_TYPE(a) != cnp.NPY_INT64 or cnp.PyArray_NDIM(a) != 1
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_ISBYTESWAPPED(a)):
+        raise TypeError(f"expected a C-contiguous 1-D int64 array in native byte order, got "
+                        f"{(<object> a).dtype} of shape {(<object> a).shape}")
+    return <const int64_t*> cnp.PyArray_DATA(a)
 
 
 cdef inline bint same_float_layout(object a, object b) noexcept:

@@ -13,7 +13,7 @@ cimport numpy as cnp
 import numpy as np
 from libc.stdint cimport int64_t
 
-from closs._kernels._arrays cimport data_or_null, grad_buffer, real, scalar_of, upstream
+from closs._kernels._arrays cimport data_or_null, grad_buffer, index_data, real, scalar_of, upstream
 from closs._kernels._runtime cimport threads_for
 
 cnp.import_array()
@@ -62,16 +62,16 @@ cdef chunk_f32_t* chunk_f32 = margin_f32_for(closs_isa_selected())
 cdef chunk_f64_t* chunk_f64 = margin_f64_for(closs_isa_selected())
 
 
-def first_out_of_range(cnp.ndarray[int64_t, ndim=1, mode="c"] target, int64_t low,
-                       int64_t high):
-    """The position of the first entry of target outside [low, high), or -1
-    (counted per instruction set and over threads, without the GIL)."""
-    cdef Py_ssize_t n = target.shape[0], bad
+def first_out_of_range(cnp.ndarray target, int64_t low, int64_t high):
+    """The position of the first entry of target (1-D int64) outside [low,
+    high), or -1 (counted per instruction set and over threads, without the GIL)."""
+    cdef const int64_t* t = index_data(target)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(target, 0), bad
     if n == 0:
         return -1
     cdef int threads = threads_for(n, GRAIN)
     with nogil:
-        bad = first_out_of_range_c(&target[0], n, low, high, threads)
+        bad = first_out_of_range_c(t, n, low, high, threads)
     return bad
 
 

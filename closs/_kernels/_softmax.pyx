@@ -10,7 +10,7 @@ cimport numpy as cnp
 import numpy as np
 from libc.stdint cimport int64_t
 
-from closs._kernels._arrays cimport data_or_null, grad_buffer, real, scalar_of, upstream
+from closs._kernels._arrays cimport data_or_null, grad_buffer, index_data, real, scalar_of, upstream
 from closs._kernels._runtime cimport reuses_memory, threads_for
 
 cnp.import_array()
@@ -55,12 +55,12 @@ cdef chunk_f32_t* chunk_f32 = softmax_f32_for(closs_isa_selected())
 cdef chunk_f64_t* chunk_f64 = softmax_f64_for(closs_isa_selected())
 
 
-def target_weight_sum(cnp.ndarray[int64_t, ndim=1, mode="c"] target, Py_ssize_t classes,
-                      int64_t ignore_index, weight):
-    """Check class indices; returns sum of weight[t] over the non-ignored t
-    (their count when weight is None): the 'mean' denominator of CE and NLL."""
-    cdef const int64_t* t = <const int64_t*> cnp.PyArray_DATA(target)
-    cdef Py_ssize_t n = target.shape[0], bad = -1
+def target_weight_sum(cnp.ndarray target, Py_ssize_t classes, int64_t ignore_index, weight):
+    """Check class indices (1-D int64); returns sum of weight[t] over the
+    non-ignored t (their count when weight is None): the 'mean' denominator
+    of CE and NLL."""
+    cdef const int64_t* t = index_data(target)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(target, 0), bad = -1
     cdef int threads = threads_for(n, GRAIN)
     cdef double total
     cdef const float* w32 = NULL
