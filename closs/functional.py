@@ -1525,11 +1525,15 @@ def _overlap_class_weight(weight, scored):
 
 
 def _overlap_operands(opts, input, target):
-    """Validate one call of a Dice / Tversky loss into kernel operands (MONAI's
-    pipeline: activation, to_onehot_y, include_background, shape check, weight)."""
+    """Validate one call of a Dice / Tversky loss into kernel operands: the
+    common call through the Cython check, any other through _overlap_checked."""
     ops = _overlap.fast_operands(opts, input, target)
-    if ops is not None:
-        return ops
+    return _overlap_checked(opts, input, target) if ops is None else ops
+
+
+def _overlap_checked(opts, input, target):
+    """_overlap_operands for any call (MONAI's pipeline: activation,
+    to_onehot_y, include_background, shape check, weight)."""
     act, onehot, include_background, squared, batch, coefficients, weight, keep_spatial = opts
     x = _v.contiguous(_v.float_array(input, "input"))
     shape = x.shape

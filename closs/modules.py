@@ -603,9 +603,9 @@ class _OverlapLoss(_Loss):
         self.batch = opts.batch
 
     def _operands(self, input, target):
-        # the common call straight to the Cython check (a Python frame less)
+        # F._overlap_operands inlined: a Python frame less on the common call
         ops = F._overlap.fast_operands(self._options, input, target)
-        return F._overlap_operands(self._options, input, target) if ops is None else ops
+        return F._overlap_checked(self._options, input, target) if ops is None else ops
 
 
 class DiceLoss(_OverlapLoss):
