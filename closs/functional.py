@@ -351,12 +351,14 @@ def _class_layout(x):
     return outer, x.shape[1], inner, (x.shape[0],) + x.shape[2:]
 
 
-def _class_targets(target, x, loss_shape):
-    """Class indices as a flat C-contiguous int64 array of the 'none' loss's size."""
+def _class_targets(target, x, loss_shape, probabilities=False):
+    """Class indices as a flat C-contiguous int64 array of the 'none' loss's size
+    (probabilities: the loss also takes probability targets, as the message says)."""
     t = np.asarray(target)
     if t.dtype.kind not in "iu":
-        raise TypeError(f"target: expected an integer array of class indices (or probabilities "
-                        f"of input's shape {x.shape}), got {_v._describe(t)} of shape {t.shape}")
+        other = f" (or probabilities of input's shape {x.shape})" if probabilities else ""
+        raise TypeError(f"target: expected an integer array of class indices{other}, "
+                        f"got {_v._describe(t)} of shape {t.shape}")
     if x.ndim == 1:
         if t.shape not in ((), (1,)):
             raise ValueError(f"target: expected shape () or (1,) for a 1-D input (For 1D input, "
@@ -422,7 +424,7 @@ def _class_operands(input, target, weight, ignore_index, smoothing, probabilitie
         prob = _v.contiguous(_v.operand(y, "target", x.dtype))
         return _softmax.Operands(x, outer, classes, inner, loss_shape, None, prob, w,
                                  ignore_index, smoothing, weight_sum, float(outer * inner))
-    t = _class_targets(target, x, loss_shape)
+    t = _class_targets(target, x, loss_shape, probabilities)
     count = _softmax.target_weight_sum(t, classes, ignore_index, w)
     return _softmax.Operands(x, outer, classes, inner, loss_shape, t, None, w, ignore_index,
                              smoothing, weight_sum, count)

@@ -299,8 +299,10 @@ struct NormMax {
 
 // Any other p (fractional, negative, NaN): (sum |u|^p)^(1/p), powers as
 // exp(p log|u|) in double (vectorisable; accurate to a few ulp of double).
-// Derivative sign(u) |u|^(p-1) d^(1-p): 0 where u = 0 (torch masks p < 1
-// there) and where d = 0.
+// Derivative sign(u) (|u| / d)^(p-1): 0 where u = 0 (torch masks p < 1
+// there) and where d = 0.  The ratio (at most 1 for p >= 1), not torch's
+// |u|^(p-1) / d^(p-1): a float32 row factor d^(1-p) overflows for small d
+// (d = 1e-6, p = 8: 1e41) where the gradient is of order 1.
 struct NormGeneral {
     static constexpr double START = 0.0;
     static constexpr bool ADDITIVE = false;
@@ -312,13 +314,11 @@ struct NormGeneral {
     }
     static double combine(double* lanes) { return lanes_total(lanes); }
     static double norm(double s, double p) { return power(s, 1.0 / p); }
-    static double factor(double d, double c, double p) {
-        return c * (d == 0.0 ? 0.0 : power(d, 1.0 - p));
-    }
+    static double factor(double d, double c, double) { return d == 0.0 ? c * 0.0 : c; }
     template <class T>
-    static T deriv(T u, T k, T, double p) {
+    static T deriv(T u, T k, T d, double p) {
         const double a = std::abs(double(u));
-        const double q = vselect(a == 0.0, 0.0, power(a, p - 1.0));
+        const double q = vselect(a == 0.0, 0.0, power(a / double(d), p - 1.0));
         return T(double(sign(u)) * q * double(k));
     }
 };

@@ -96,9 +96,10 @@ def mm_reference(x, t, p=1, margin=1.0, weight=None):
             z = (margin - X[r, y]) + X[r]  # torch's order of operations
             on = z > 0
             on[y] = False
-            loss[r] = w[y] * np.sum(z[on] ** p) / C
+            # torch weights each active term, so a row without one is 0 for any w
+            loss[r] = np.sum(z[on] ** p * w[y]) / C
             grad[r, on] = w[y] * (1.0 if p == 1 else 2 * z[on]) / C
-            grad[r, y] = -np.sum(grad[r, on])
+            grad[r, y] = 0.0 - np.sum(grad[r, on])
     return loss, grad.reshape(np.shape(x))
 
 
@@ -624,7 +625,9 @@ def mm_problems(draw, nonfinite=False):
     kw = {"p": draw(st.sampled_from([1, 2])),
           "margin": draw(st.sampled_from([1.0, 0.5, 0.0, -0.5, 2.0]))}
     if draw(st.booleans()):
-        kw["weight"] = np.array(draw(st.lists(st.floats(0, 4), min_size=C, max_size=C)))
+        weights = st.one_of(st.floats(-4, 4), st.sampled_from([np.nan, np.inf, -np.inf])) \
+            if nonfinite else st.floats(0, 4)
+        kw["weight"] = np.array(draw(st.lists(weights, min_size=C, max_size=C)))
     return x, t, kw
 
 
@@ -685,6 +688,28 @@ def test_multi_margin_nonfinite_matches_reference(problem):
         v, g = CF.multi_margin_loss(x, t, reduction="none", return_grad=True, **kw)
     assert_close(np.reshape(v, -1), loss, np.float64, rtol=1e-13)
     assert_close(g, grad, np.float64, rtol=1e-13)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_multi_margin_nonfinite_weight_as_torch(torch, p):
+    """torch multiplies the weight into the active terms only: a NaN or
+    infinite weight leaves a row without active terms at 0 (value and
+    gradient), and elsewhere makes NaN / inf only the active entries."""
+    x = np.array([[2.0, 0.0, 0.5], [2.0, 0.0, 1.5], [0.0, 3.0, 0.2], [1.0, 1.0, 1.0]])
+    t = np.array([0, 0, 1, 2])
+    for w in ([np.nan, 1.0, 2.0], [np.inf, 1.0, 0.5], [-np.inf, np.nan, -1.0]):
+        w = np.array(w)
+        for reduction in ("none", "sum"):
+            v, g = CF.multi_margin_loss(x, t, p=p, weight=w, reduction=reduction,
+                                        return_grad=True)
+            tx = torch.tensor(x, requires_grad=True)
+            tv = torch.nn.functional.multi_margin_loss(tx, torch.tensor(t), p=p,
+                                                       weight=torch.tensor(w),
+                                                       reduction=reduction)
+            tv.sum().backward()
+            np.testing.assert_array_equal(v, tv.detach().numpy())
+            np.testing.assert_array_equal(g, tx.grad.numpy())
+            assert not np.signbit(g[tx.grad.numpy() == 0]).any()  # +0, as torch
 
 
 def test_multi_margin_tiny_weight_keeps_infinite_gradient():

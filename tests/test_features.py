@@ -385,6 +385,29 @@ def test_triplet_kink_passes(dtype):
     assert_close(gn, np.array([[0.0, -1.0]], dtype), dtype)
 
 
+@pytest.mark.parametrize("p", [3.0, 8.0, 1.5])
+@pytest.mark.parametrize("scale", [1e-6, 1e-25])
+def test_general_p_gradient_of_small_distances_stays_finite(p, scale):
+    """A small distance d with p > 2: the factor d^(1-p) alone leaves float32's
+    range (d = 1e-6, p = 8: 1e41) although the gradient (|u| / d)^(p-1) is of
+    order 1; float32 gives float64's gradient to float32 accuracy."""
+    rng = rng_for("small-p", p, scale)
+    a64 = rng.uniform(-1, 1, (3, 5))
+    p64 = a64 + scale * rng.uniform(-1, 1, (3, 5))
+    n64 = a64 + rng.uniform(-1, 1, (3, 5))
+    kw = {"p": p, "eps": 0.0, "margin": 2.0, "reduction": "sum", "return_grad": True}
+    v64, g64 = CF.triplet_margin_loss(a64, p64, n64, **kw)
+    a, q, n = (x.astype(np.float32) for x in (a64, p64, n64))
+    v32, g32 = CF.triplet_margin_loss(a, q, n, **kw)
+    # float32's own differences a - q (rounded inputs), in float64
+    v_ref, g_ref = CF.triplet_margin_loss(*(x.astype(np.float64) for x in (a, q, n)), **kw)
+    assert np.isfinite(v64) and all(np.isfinite(g).all() for g in g64)
+    assert_close(v32, v_ref, np.float32)
+    for g, r in zip(g32, g_ref):
+        assert np.isfinite(g).all()
+        assert_close(g, r, np.float32, scale=max(1.0, float(np.abs(r).max())))
+
+
 @pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
 def test_swap_tie_splits_half_half(dtype):
     """d(a, n) == d(p, n) exactly: torch.minimum sends half to each."""
