@@ -318,7 +318,11 @@ struct NormGeneral {
     template <class T>
     static T deriv(T u, T k, T d, double p) {
         const double a = std::abs(double(u));
-        const double q = vselect(a == 0.0, 0.0, power(a / double(d), p - 1.0));
+        // from logs, as the ratio |u| / d itself underflows for a subnormal u
+        // (p < 1: a huge power); d = 0 (all terms 0, or |u|^p underflowed):
+        // masked to 0, as torch
+        const double q = vselect(a == 0.0 || d == T(0), 0.0,
+                                 vexp((p - 1.0) * (vlog(a) - vlog(double(d)))));
         return T(double(sign(u)) * q * double(k));
     }
 };

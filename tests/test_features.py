@@ -408,6 +408,28 @@ def test_general_p_gradient_of_small_distances_stays_finite(p, scale):
         assert_close(g, r, np.float32, scale=max(1.0, float(np.abs(r).max())))
 
 
+@pytest.mark.parametrize("case", [
+    # |u|^p underflows to 0: d = 0, where the derivative is masked to 0 (not
+    # (|u| / 0)^(p-1) * 0 = nan)
+    ([[1e-200, 0.5]], [[0.0, 0.5]], [[1.0, 1.0]], 3.0, 2.0),
+    # a subnormal entry with p < 1 (hypothesis): |u| / d underflows, the power
+    # from logs does not (inactive row: 0, not inf * 0)
+    ([[0.0, 0.0]], [[0.0, 0.0]], [[3.0, 5e-324]], 0.5, 1.0),
+])
+def test_general_p_extreme_distances_as_torch(torch, case):
+    *rows, p, margin = case
+    a, q, n = (np.array(r) for r in rows)
+    v, g = CF.triplet_margin_loss(a, q, n, p=p, eps=0.0, margin=margin, reduction="sum",
+                                  return_grad=True)
+    ts = [torch.tensor(x, requires_grad=True) for x in (a, q, n)]
+    tv = torch.nn.functional.triplet_margin_loss(*ts, p=p, eps=0.0, margin=margin,
+                                                 reduction="sum")
+    tv.backward()
+    assert_close(v, tv.item(), np.float64)
+    for got, t in zip(g, ts):
+        assert_close(got, t.grad.numpy(), np.float64)
+
+
 @pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
 def test_swap_tie_splits_half_half(dtype):
     """d(a, n) == d(p, n) exactly: torch.minimum sends half to each."""
