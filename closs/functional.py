@@ -300,8 +300,11 @@ def _gaussian_operands(input, target, var, full, eps):
     shape = _silent_broadcast(a, [("target", b), ("var", c)])
     a_shape = a.shape
     a, b, c = _broadcast_operands((a, b, c), shape)
+    # grad_var in var's dtype when var is a float array of the other precision
+    mixed = isinstance(var, np.ndarray) and var.dtype in _v.FLOAT_DTYPES and var.dtype != a.dtype
+    grad_dtypes = (a.dtype, var.dtype) if mixed else None
     return _Operands(_pw.GAUSSIAN, a, b, c, None, eps, float(full), a_shape=a_shape,
-                      c_shape=c_shape)
+                     c_shape=c_shape, grad_dtypes=grad_dtypes)
 
 
 def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean", *,

@@ -419,6 +419,22 @@ def test_gaussian_var_nan_and_zero(torch, reduction, dtype):
 # ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("var_shape", [(3, 4), (3,), (3, 1)])
+@pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
+def test_gaussian_grad_var_has_var_dtype(dtype, var_shape):
+    """A var of the other float dtype: the value and grad_input are in input's
+    dtype, grad_var in var's (API.md: each gradient has its argument's dtype),
+    with the values of the computation in input's dtype."""
+    rng = rng_for("gauss-var-dtype", var_shape)
+    x, y = (rng.standard_normal((3, 4)).astype(dtype) for _ in range(2))
+    other = np.float64 if dtype == np.float32 else np.float32
+    var = rng.uniform(0.5, 2.0, var_shape).astype(other)
+    v, (gx, gv) = CF.gaussian_nll_loss(x, y, var, return_grad=True)
+    rv, (rgx, rgv) = CF.gaussian_nll_loss(x, y, var.astype(dtype), return_grad=True)
+    assert v.dtype == gx.dtype == dtype and gv.dtype == other and gv.shape == var_shape
+    assert v == rv and np.array_equal(gx, rgx) and np.array_equal(gv, rgv.astype(other))
+
+
 @pytest.mark.parametrize("case", BASIC_CASES, ids=BASIC_IDS)
 def test_integer_target_equals_float_target(case):
     rng = rng_for("inttarget", case.id)

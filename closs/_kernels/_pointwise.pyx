@@ -124,8 +124,8 @@ cdef class Operands:
     b_shape, c_shape: the shapes the gradients are summed back to (None: the
     operand's own shape; b_shape only for MarginRanking, whose b is input2;
     see closs._validation.gradient_like for c_shape).  grad_dtypes: None, or
-    the dtypes MarginRanking's (grad_a, grad_b) are returned in when its
-    inputs' dtypes differ.  count: the 'mean' denominator (default: the
+    the dtypes MarginRanking's (grad_a, grad_b) or GaussianNLL's (grad_a,
+    grad_c) are returned in when the arguments' dtypes differ.  count: the 'mean' denominator (default: the
     number of elements).  check: CHECK_UNIT (BCE: a and b in [0, 1]) or
     CHECK_VAR (GaussianNLL: c >= 0), ranges the first sweep checks block by
     block (then 0); or 0.
@@ -244,5 +244,8 @@ def evaluate(Operands ops, str reduction, bint want_value, bint want_grad, grad_
             if ops.grad_dtypes is not None:
                 grad = tuple(g.astype(dt, copy=False) for g, dt in zip(grad, ops.grad_dtypes))
         if grad_c is not None:
-            grad = (grad, _v.gradient_like(grad_c, ops.c_shape, (<object> a).dtype))
+            grad_c = _v.gradient_like(grad_c, ops.c_shape, (<object> a).dtype)
+            if ops.grad_dtypes is not None:
+                grad_c = grad_c.astype(ops.grad_dtypes[1], copy=False)
+            grad = (grad, grad_c)
     return value, grad
