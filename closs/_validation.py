@@ -54,7 +54,7 @@ def reduction(value, size_average=None, reduce=None, *, allowed=REDUCTIONS, alia
         return value
     if alias and value == "elementwise_mean" and "mean" in allowed:
         warnings.warn(
-            "reduction='elementwise_mean' is deprecated, please use reduction='mean' instead.",
+            "reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
             UserWarning,
             stacklevel=3,
         )

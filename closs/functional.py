@@ -591,13 +591,13 @@ def _kl_operands(input, target, log_target):
 
 
 def _kl_reduction(reduction, size_average=None, reduce=None):
-    """kl_div's reduction (it also has 'batchmean'), with torch's warning for 'mean'."""
+    """kl_div's reduction (it also has 'batchmean'), with torch's warning for a
+    'mean' asked for by name (not by the legacy arguments or 'elementwise_mean')."""
     legacy = size_average is not None or reduce is not None
-    reduction = _v.reduction(reduction, size_average, reduce,
-                             allowed=("none", "batchmean", "sum", "mean"))
     if reduction == "mean" and not legacy:
         warnings.warn(_KL_MEAN_WARNING, UserWarning, stacklevel=3)
-    return reduction
+    return _v.reduction(reduction, size_average, reduce,
+                        allowed=("none", "batchmean", "sum", "mean"))
 
 
 def _kl_batchmean(reduction, ops, input_shape):
@@ -622,10 +622,24 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     >>> F.kl_div(np.log([0.5, 0.2, 0.3]), np.array([0.1, 0.2, 0.7]), reduction="sum")
     np.float64(0.43216...)
     """
-    reduction = _kl_reduction(reduction, size_average, reduce)
+    resolved = _kl_reduction(reduction, size_average, reduce)
     ops = _kl_operands(input, target, log_target)
-    reduction = _kl_batchmean(reduction, ops, np.shape(input))
-    return _finish(ops, reduction, return_grad, grad_output, grad_out, (input, target))
+    if reduction == "batchmean" and resolved != "batchmean" and np.ndim(input):
+        return _kl_legacy_batchmean(ops, resolved, np.shape(input)[0], return_grad, grad_output,
+                                    grad_out, (input, target))
+    resolved = _kl_batchmean(resolved, ops, np.shape(input))
+    return _finish(ops, resolved, return_grad, grad_output, grad_out, (input, target))
+
+
+def _kl_legacy_batchmean(ops, reduction, batch, return_grad, grad_output, grad_out, args):
+    """torch's kl_div given size_average / reduce and reduction='batchmean': the
+    legacy reduction, and then a division by input.shape[0] all the same."""
+    if reduction != "none":
+        ops.count = (ops.count if reduction == "mean" else 1) * batch
+        return _finish(ops, "mean", return_grad, grad_output, grad_out, args)
+    upstream = np.ones(ops.a.shape, ops.a.dtype) if grad_output is None else grad_output
+    out = _finish(ops, "none", return_grad, np.asarray(upstream) / batch, grad_out, args)
+    return (out[0] / batch, out[1]) if return_grad else out / batch
 
 
 class _NoClassDimError(ValueError, IndexError):

@@ -312,7 +312,10 @@ class KLDivLoss(_Loss):
 
     def __init__(self, size_average=None, reduce=None, reduction="mean", log_target=False):
         super().__init__(size_average, reduce, reduction)
-        self._warn_mean = size_average is None and reduce is None
+        # torch's module passes 'mean' on by name (so it warns), even when it
+        # comes from the legacy arguments, but not 'elementwise_mean'
+        self._warn_mean = reduction != "elementwise_mean" or size_average is not None \
+            or reduce is not None
         self.log_target = _v.flag(log_target, "log_target")
 
     def _operands(self, input, target):

@@ -874,7 +874,9 @@ def test_legacy_size_average_reduce(torch, case, size_average, reduce, expected)
     msg = ("size_average and reduce args will be deprecated, please use "
            f"reduction='{expected}' instead")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # in particular no KLDiv 'mean' warning
+        warnings.simplefilter("error")
+        # KLDiv's 'mean' warning: test_kl_warnings_as_torch
+        warnings.filterwarnings("ignore", message="reduction: 'mean' divides")
         with pytest.warns(UserWarning, match=msg):
             crit = case.closs_cls(size_average=size_average, reduce=reduce, reduction=other,
                                   **kw)
@@ -926,6 +928,48 @@ def test_legacy_positional(case):
 # ---------------------------------------------------------------------------------
 # KLDiv's 'mean' warning (§7)
 # ---------------------------------------------------------------------------------
+
+
+def _warning_texts(call):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = call()
+    return result, sorted(str(w.message) for w in caught)
+
+
+KL_OPTIONS = [{}, {"reduction": "mean"}, {"reduction": "elementwise_mean"},
+              {"reduce": True}, {"size_average": True}, {"size_average": False},
+              {"reduce": False, "reduction": "batchmean"},
+              {"size_average": True, "reduction": "batchmean"},
+              {"size_average": False, "reduction": "batchmean"}]
+
+
+@pytest.mark.parametrize("options", KL_OPTIONS, ids=[str(o) for o in KL_OPTIONS])
+def test_kl_warnings_and_legacy_batchmean_as_torch(torch, options):
+    """The same warnings as torch, and torch's kl_div quirk: given the legacy
+    arguments, reduction='batchmean' still divides by input.shape[0] after the
+    legacy reduction.  (A class warns of 'elementwise_mean' when it is built,
+    torch's at each forward: the two are compared together.)"""
+    x = np.log(np.array([[0.2, 0.8, 0.5], [0.1, 0.6, 0.3]]))
+    y = np.array([[0.5, 0.25, 0.25], [0.1, 0.7, 0.2]])
+    tx = torch.tensor(x, requires_grad=True)
+    for cls in (True, False):
+        if cls:
+            crit, built = _warning_texts(lambda: closs.KLDivLoss(**options))
+            tcrit, tbuilt = _warning_texts(lambda: torch.nn.KLDivLoss(**options))
+            (value, grad), warned = _warning_texts(lambda: crit.value_and_grad(x, y))
+            tout, twarned = _warning_texts(lambda: tcrit(tx, torch.tensor(y)))
+            warned, twarned = sorted(built + warned), sorted(tbuilt + twarned)
+        else:
+            (value, grad), warned = _warning_texts(
+                lambda: CF.kl_div(x, y, return_grad=True, **options))
+            tout, twarned = _warning_texts(
+                lambda: torch.nn.functional.kl_div(tx, torch.tensor(y), **options))
+        assert warned == twarned
+        tx.grad = None
+        tout.backward(torch.ones_like(tout))
+        assert_close(value, tout.detach().numpy(), np.float64)
+        assert_close(grad, tx.grad.numpy(), np.float64)
 
 
 def test_kl_mean_warns_at_every_forward():
