@@ -425,8 +425,10 @@ def _class_operands(input, target, weight, ignore_index, smoothing, probabilitie
             raise ValueError(f"ignore_index: expected a negative value with probability targets "
                              f"(not supported for floating point target), got {ignore_index}")
         prob = _v.contiguous(_v.operand(y, "target", x.dtype))
+        # 'mean' divides by numel / C (nan for C = 0, as torch's 0 / 0)
+        count = float(outer * inner) if classes else float("nan")
         return _softmax.Operands(x, outer, classes, inner, loss_shape, None, prob, w,
-                                 ignore_index, smoothing, weight_sum, float(outer * inner))
+                                 ignore_index, smoothing, weight_sum, count)
     t = _class_targets(target, x, loss_shape, probabilities)
     count = _softmax.target_weight_sum(t, classes, ignore_index, w)
     return _softmax.Operands(x, outer, classes, inner, loss_shape, t, None, w, ignore_index,

@@ -930,6 +930,48 @@ def test_legacy_positional(case):
 # ---------------------------------------------------------------------------------
 
 
+ZERO_WEIGHT_SUM = [  # (logits, targets, weight): the kept targets' weights sum to 0
+    ([[0., 1, 2], [1, 0, 2]], [0, 0], [0., 1, 1]),
+    ([[0., 1], [1, 0]], [0, 1], [1., -1]),
+    ([[0., 1, 2], [1, 0, 2], [3, 1, 0]], [0, 1, 2], [1., 1, -2]),
+    ([[0., 1, 2], [1, 0, 2], [3, 1, 0]], [0, -100, 2], [0., 1, 0.]),
+]
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
+@pytest.mark.parametrize("smoothing", [0.2, 1.0, 0.0])
+@pytest.mark.parametrize("case", range(len(ZERO_WEIGHT_SUM)))
+def test_smoothed_mean_with_zero_weight_sum_as_torch(torch, case, smoothing, dtype):
+    """'mean' with label smoothing where the kept targets' weights sum to 0:
+    torch divides the nll and the smoothing sums by that 0 each (nan, or an
+    infinity by their signs) and its gradient is nan in every kept row."""
+    x, t, w = (np.array(a, d) for a, d in zip(ZERO_WEIGHT_SUM[case], (dtype, np.int64, dtype)))
+    tx = torch.tensor(x, requires_grad=True)
+    tv = torch.nn.functional.cross_entropy(tx, torch.tensor(t), weight=torch.tensor(w),
+                                           label_smoothing=smoothing)
+    tv.backward()
+    crit = closs.CrossEntropyLoss(weight=w, label_smoothing=smoothing)
+    results = [CF.cross_entropy(x, t, weight=w, label_smoothing=smoothing, return_grad=True),
+               crit.value_and_grad(x, t), (crit(x, t), crit.backward())]
+    for v, g in results:
+        assert v.dtype == dtype
+        np.testing.assert_array_equal(v, tv.detach().numpy())
+        np.testing.assert_array_equal(g, tx.grad.numpy())
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (2, 0), (2, 3, 0), (2, 3)])
+def test_probability_targets_zero_sum_is_negative_zero(torch, shape):
+    """torch negates the whole sum of probability-target losses: a sum of 0
+    (no rows, or all-zero targets) is -0.0 (spec 3.4), and 'mean' over C = 0
+    classes is 0 / 0 = nan."""
+    x = np.zeros(shape)
+    for reduction in ("sum", "mean"):
+        v = CF.cross_entropy(x, np.zeros(shape), reduction=reduction)
+        tv = torch.nn.functional.cross_entropy(torch.tensor(x), torch.tensor(np.zeros(shape)),
+                                               reduction=reduction).item()
+        assert (np.isnan(v) and np.isnan(tv)) or (v == tv and np.signbit(v) == np.signbit(tv))
+
+
 def _warning_texts(call):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
