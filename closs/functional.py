@@ -1717,6 +1717,10 @@ def _ctc_operands(log_probs, targets, input_lengths, target_lengths, blank, zero
         raise ValueError(f"blank: expected a class index in [0, {classes}) (blank must be in "
                          f"label range), got {blank}")
     t = targets if type(targets) is np.ndarray else np.asarray(targets)
+    if t.dtype.kind == "f":  # torch casts float labels to int64 (truncating)
+        if not np.isfinite(t).all():
+            raise ValueError(f"targets: expected finite labels, got {t[~np.isfinite(t)][0]}")
+        t = t.astype(np.int64)
     if t.dtype.kind not in "iu":
         raise TypeError(f"targets: expected integer labels, got {_v._describe(t)}")
     if t.ndim == 2:
@@ -1750,7 +1754,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     log_probs : array_like, (T, N, C) time-major, or (T, C) unbatched
         Log-probabilities (normally ``log_softmax`` output; used as given), float32
         or float64.
-    targets : integer array_like
+    targets : integer array_like (float labels are truncated to integers, as torch)
         Padded labels (N, S) (entries past each target length are ignored), or
         the concatenation of every sample's labels (sum(target_lengths),).
         Labels must lie in [0, C) and differ from ``blank`` (ValueError; torch

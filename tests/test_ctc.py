@@ -609,6 +609,21 @@ def test_any_integer_dtype(dtype):
         assert_identical(a, b)
 
 
+def test_float_targets_are_truncated_as_torch(torch):
+    """torch casts float labels to int64 (spec 21.1: accepted and cast); so does closs."""
+    rng = rng_for("float targets")
+    lp, targets, il, tl = batch(rng, 8, 4, 5, 3)
+    targets = np.where(targets < 0, 0, targets)
+    fractional = targets + rng.uniform(0, 0.9, targets.shape)
+    expected = CF.ctc_loss(lp, targets, il, tl, reduction="none", return_grad=True)
+    got = CF.ctc_loss(lp, fractional, il, tl, reduction="none", return_grad=True)
+    for a, b in zip(got, expected):
+        assert_identical(a, b)
+    tv = torch.nn.functional.ctc_loss(torch.tensor(lp), torch.tensor(fractional),
+                                      torch.tensor(il), torch.tensor(tl), reduction="none")
+    assert_close(got[0], tv.numpy(), np.float64)
+
+
 def test_lengths_as_ints_and_lists():
     rng = rng_for("ints")
     lp, targets, il, tl = batch(rng, 8, 1, 5, 3, form="unbatched")
@@ -802,7 +817,8 @@ def call(**change):
     (dict(blank=1.0), TypeError, "blank: expected an int"),
     (dict(reduction="foo"), ValueError, "reduction: expected one of"),
     (dict(zero_infinity="yes"), TypeError, "zero_infinity: expected a bool"),
-    (dict(targets=np.array([[1.0, 2.0], [3.0, 3.0]])), TypeError, "targets: expected integer"),
+    (dict(targets=np.array([[1.0, 2.0], [3.0, 3.0]]) + 0j), TypeError, "targets: expected integer"),
+    (dict(targets=np.array([[1.0, np.nan], [3.0, 3.0]])), ValueError, "targets: expected finite"),
     (dict(targets=np.array([[[1, 2], [3, 3]]])), ValueError, "targets: expected padded"),
     (dict(targets=np.array(1)), ValueError, "targets: expected padded"),
     (dict(targets=np.array([[1, 2]])), ValueError, r"targets: expected padded targets of shape \(2, S\)"),
