@@ -414,7 +414,11 @@ struct SigmoidFocal : TwoOperands {
         // with p - y as p (1 - y) - (1 - p) y: exact for hard targets, where
         // sigmoid(x) - 1 would lose all digits of a tiny 1 - p.  torch's pow
         // backward drops the second term for gamma == 0 (no 0 * inf).
-        const T dq = gamma * ce * rate * (p * pm) * (T(2) * y - T(1));
+        T dq = gamma * ce * rate * (p * pm) * (T(2) * y - T(1));
+        if constexpr (!GAMMA2)  // p (1 - p) = 0 at a finite x (|x| past ~104 / ~745):
+            // the term's limit is 0, not inf * 0 = NaN (gamma < 1: rate = inf at q = 0)
+            dq = vselect(p * pm == T(0) && std::abs(x) != std::numeric_limits<T>::infinity(),
+                         T(0), dq);
         dx = at * ((p * (T(1) - y) - pm * y) * w - vselect(gamma == T(0), T(0), dq));
         return at * (ce * w);
     }

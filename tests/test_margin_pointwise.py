@@ -561,6 +561,24 @@ def test_focal_well_classified_stays_accurate(torch, gamma):
         assert np.isnan(torch_grad[0])
 
 
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0, 2.5])
+@pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
+def test_focal_gradient_finite_where_one_minus_p_underflows(dtype, gamma):
+    """|x| past ~104 (float32) / ~745 (float64): 1 - p_t underflows to 0 and
+    q^(gamma - 1) is inf for gamma < 1; the gradient's limit there is 0 (not
+    inf * 0 = NaN, torchvision's), while x = +-inf keeps torch's NaN."""
+    big = 110.0 if dtype == np.float32 else 750.0
+    x = np.array([big, -big, big, -big], dtype)
+    y = np.array([1.0, 0.0, 0.0, 1.0], dtype)
+    value, grad = CF.sigmoid_focal_loss(x, y, gamma=gamma, return_grad=True)
+    assert np.isfinite(value).all() and np.isfinite(grad).all()
+    assert value[0] == value[1] == grad[0] == grad[1] == 0  # well classified
+    np.testing.assert_allclose(grad[2:], [0.75, -0.25], rtol=1e-6)  # 1 - alpha, -alpha
+    _, grad_inf = CF.sigmoid_focal_loss(np.array([np.inf], dtype), np.array([1.0], dtype),
+                                        gamma=gamma, return_grad=True)
+    assert np.isnan(grad_inf).all()
+
+
 @pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
 def test_focal_targets_outside_unit_interval(torch, dtype):
     """q = 1 - p_t < 0 (targets outside [0, 1]): q**gamma as torch's pow, real for
