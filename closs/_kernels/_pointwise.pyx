@@ -125,8 +125,8 @@ cdef class Operands:
     operand's own shape; b_shape only for MarginRanking, whose b is input2;
     see closs._validation.gradient_like for c_shape).  grad_dtypes: None, or
     the dtypes MarginRanking's (grad_a, grad_b) or GaussianNLL's (grad_a,
-    grad_c) are returned in when the arguments' dtypes differ.  count: the 'mean' denominator (default: the
-    number of elements).  check: CHECK_UNIT (BCE: a and b in [0, 1]) or
+    grad_c) are returned in when the arguments' dtypes differ.  count: the
+    'mean' denominator (default: the number of elements).  check: CHECK_UNIT (BCE: a and b in [0, 1]) or
     CHECK_VAR (GaussianNLL: c >= 0), ranges the first sweep checks block by
     block (then 0); or 0.
     """

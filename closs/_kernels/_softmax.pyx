@@ -205,6 +205,7 @@ def smoothed_mean_of_zero_weight(Operands ops, bint want_value, grad, int thread
     D each, (1 - e) (nll / 0) + (smooth / 0) (e / C), which is nan or an
     infinity by their signs (not their sum divided once); its gradient is nan
     in every kept row (an infinite scale meets 0 and -inf there)."""
+    cdef double total
     value = None
     dt = ops.x.dtype.type
     if want_value:
@@ -213,9 +214,10 @@ def smoothed_mean_of_zero_weight(Operands ops, bint want_value, grad, int thread
             part = Operands(ops.x, ops.outer, ops.classes, ops.inner, ops.loss_shape, ops.target,
                             None, ops.weight, ops.ignore_index, e, ops.weight_sum, 0.0)
             if ops.x.dtype == np.float32:
-                parts.append(dt(sweep(<float> 0, True, part, None, None, False, None, 1.0, threads)))
+                total = sweep(<float> 0, True, part, None, None, False, None, 1.0, threads)
             else:
-                parts.append(dt(sweep(<double> 0, True, part, None, None, False, None, 1.0, threads)))
+                total = sweep(<double> 0, True, part, None, None, False, None, 1.0, threads)
+            parts.append(dt(total))
         e = dt(ops.smoothing)
         with np.errstate(divide="ignore", invalid="ignore"):
             value = (dt(1) - e) * (parts[0] / dt(0)) + (parts[1] / dt(0)) * e
