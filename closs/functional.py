@@ -522,7 +522,7 @@ def _bce_operands(input, target, weight):
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
                          reduction="mean", *, return_grad=False, grad_output=None, grad_out=None):
     """Binary cross-entropy of probabilities:
-    ``-w (y log x + (1 - y) log(1 - x))``, each log clamped at -100.
+    ``-w (y log x + (1 - y) log1p(-x))``, each log clamped at -100 (torch's forms).
 
     input and target (same shape) must lie in [0, 1] (ValueError otherwise);
     weight broadcasts to input's shape.  The gradient is torch's

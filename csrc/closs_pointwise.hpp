@@ -193,17 +193,31 @@ inline T bce_clamp(T log_value) {
     return log_value < T(-100) ? T(-100) : log_value;
 }
 
-// BCE's clamped log of x in [0, 1], without vlog's selects: at 0 both logs
-// below give a finite number far below -100.  Every float64 below the least
-// normal number has a log below -708, so float64 skips the pre-scaling of
-// subnormals; a float32 subnormal's log may lie above -100, and float32 takes
-// vlog_unit's unconditional pre-scaling (its 0 is -105, not -88).  x must
-// not be -0 (its bits make a large log): the callers clear x's sign (1 - x
-// is never -0).
+// BCE's clamped log of u in [0, 1], plus c: 0, or one_minus's correction,
+// which makes it torch's log1p(-x).  No vlog selects: at 0 both dtypes give a
+// finite number far below -100.  Every float64 below the least normal number
+// has a log below -708, so float64 skips the pre-scaling of subnormals; a
+// float32 subnormal's log may lie above -100, and float32 takes vlog_unit's
+// unconditional pre-scaling (its 0 is -105, not -88).  u must not be -0 (its
+// bits make a large log): the callers clear x's sign (1 - x is never -0).
 template <class T>
-inline T bce_log(T x) {
-    if constexpr (sizeof(T) == 8) return bce_clamp(vlog_positive<T, false>(x));
-    return bce_clamp(vlog_unit(x));
+inline T bce_log(T u, T c) {
+    using C = vmath_detail::log_consts<T>;
+    T dk, f;
+    if constexpr (sizeof(T) == 8) f = vmath_detail::log_split(u, dk, T(C::bias));
+    else f = vmath_detail::log_split(u * C::prescale, dk, T(C::bias_scaled));
+    return bce_clamp(vmath_detail::log_kernel<true>(f, dk, c));
+}
+
+// u = 1 - x for x in [0, 1], and in cu the exact rounding error of that
+// difference over u: log(u) + cu is log1p(-x), torch's form (x = 1e-8 gives
+// -1e-8, where the log of the rounded 1 - x is 0).  The error is 0 for
+// x >= 1/2 (1 - x is exact); the max keeps x = 1 (u = 0) from 0 / 0.
+template <class T>
+inline T one_minus(T x, T& cu) {
+    const T u = T(1) - x;
+    cu = ((T(1) - u) - x) / std::max(u, T(0.5));
+    return u;
 }
 
 // BCE's gradient in torch's form: not the derivative of the clamped loss, and
@@ -215,7 +229,7 @@ inline T bce_grad(T x, T y) {
 }
 
 template <class T>
-struct BCE : TwoOperands {  // -(y log x + (1 - y) log(1 - x)), each log clamped at -100
+struct BCE : TwoOperands {  // -(y log x + (1 - y) log1p(-x)), each log clamped at -100
     // A block whose targets are all 0 or 1 takes Hard (pointwise_loop).
     struct Hard;
     static bool hard_block(const T* y, index m) {
@@ -231,21 +245,26 @@ struct BCE : TwoOperands {  // -(y log x + (1 - y) log(1 - x)), each log clamped
         return true;
     }
     T operator()(T x, T y, T, T& dx, T&) const {
-        // x in [0, 1] (checked before its block); torch: the log of the rounded 1 - x
-        const T cx = bce_log(std::abs(x)), c1x = bce_log(T(1) - x);
+        // x in [0, 1] (checked before its block)
+        T cu;
+        const T u = one_minus(x, cu);
+        const T cx = bce_log(std::abs(x), T(0)), c1x = bce_log(u, cu);
         dx = bce_grad(x, y);
         return -(y * cx + (T(1) - y) * c1x);
     }
 };
 
-// BCE for y in {0, 1}: one log, of x or of 1 - x.  The same bits as BCE: its
+// BCE for y in {0, 1}: one log, of x or log1p(-x).  The same bits as BCE: its
 // other term is 0 times a finite clamped log, a zero that leaves the sum as it
 // is.
 template <class T>
 struct BCE<T>::Hard : TwoOperands {
     T operator()(T x, T y, T, T& dx, T&) const {
         dx = bce_grad(x, y);
-        return -bce_log(vselect(y == T(1), std::abs(x), T(1) - x));
+        T cu;
+        const T u = one_minus(x, cu);
+        const bool one = y == T(1);
+        return -bce_log(vselect(one, std::abs(x), u), vselect(one, T(0), cu));
     }
 };
 

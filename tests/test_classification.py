@@ -347,7 +347,7 @@ class TestSpecAnchors:
         np.testing.assert_array_equal(v[:4], [100, 100, 0, 0])  # logs clamped at -100
         rel = 1e-14 if dtype is np.float64 else 1e-6
         assert v[4] == pytest.approx(46.051701859880914, rel=rel)  # clamp not reached
-        # log(1 - x) is the log of the rounded difference (not log1p)
+        # the spec's anchor for log(1 - x), where 1 - x is exact (torch: log1p(-x))
         v = CF.binary_cross_entropy(np.array([0.999999], dtype), np.array([0.0], dtype),
                                     reduction="sum")
         assert v == pytest.approx(13.815510557935518 if dtype is np.float64
@@ -364,10 +364,9 @@ class TestSpecAnchors:
         y = np.linspace(0.05, 0.95, x.size).astype(dtype)
         v = CF.binary_cross_entropy(x, y, reduction="none")
         xd, yd = x.astype(np.float64), y.astype(np.float64)
-        one_minus = (1 - x).astype(np.float64)  # torch: the log of the rounded 1 - x
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore"):  # torch: log1p(-x) for log(1 - x)
             expected = -(yd * np.maximum(np.log(xd), -100)
-                         + (1 - yd) * np.maximum(np.log(one_minus), -100))
+                         + (1 - yd) * np.maximum(np.log1p(-xd), -100))
         assert_close(v, expected, dtype)
 
     @pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
@@ -747,9 +746,30 @@ def test_bce_hard_targets_give_the_general_forms_bits(dtype):
     vm, gm = CF.binary_cross_entropy(x, mixed, reduction="none", return_grad=True)
     np.testing.assert_array_equal(v[kept], vm[kept])
     np.testing.assert_array_equal(g[kept], gm[kept])
-    with np.errstate(divide="ignore"):  # torch: the log of the rounded 1 - x, clamped
-        expected = -np.maximum(np.log(np.where(y == 1, x, 1 - x).astype(np.float64)), -100)
+    x64 = x.astype(np.float64)
+    with np.errstate(divide="ignore"):  # torch: log x or log1p(-x), clamped
+        expected = -np.maximum(np.where(y == 1, np.log(x64), np.log1p(-x64)), -100)
     assert_close(v, expected, dtype)
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
+@pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
+def test_bce_small_input_takes_log1p_as_torch(torch, dtype, soft):
+    """torch evaluates log(1 - x) as log1p(-x): x = 1e-8 with y = 0 loses 1e-8,
+    where the log of the rounded 1 - x (1 in float32) would give 0."""
+    x = np.geomspace(1e-30 if dtype == np.float64 else 1e-12, 0.75, 300).astype(dtype)
+    y = np.zeros_like(x)
+    if soft:
+        y[::7] = 0.25  # soft targets in the block: the general (two-log) form
+    v, g = CF.binary_cross_entropy(x, y, reduction="none", return_grad=True)
+    tx = torch.tensor(x, requires_grad=True)
+    tv = torch.nn.functional.binary_cross_entropy(tx, torch.tensor(y), reduction="none")
+    tv.sum().backward()
+    assert_close(v, tv.detach().numpy(), dtype, scale=1e-30)  # relative, down to 1e-30
+    assert_close(g, tx.grad.numpy(), dtype)
+    hard = y == 0
+    np.testing.assert_allclose(v[hard], -np.log1p(-x[hard].astype(np.float64)),
+                               rtol=2e-7 if dtype == np.float32 else 1e-15)
 
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
@@ -2071,7 +2091,7 @@ def test_bce_matches_reference(problem):
     x, y, w, _ = problem
     p = np.clip(_sigmoid(x / 10), 0, 1)  # probabilities, incl. exact 0 and 1
     with np.errstate(divide="ignore"):
-        loss = -w * (y * np.maximum(np.log(p), -100) + (1 - y) * np.maximum(np.log(1 - p),
+        loss = -w * (y * np.maximum(np.log(p), -100) + (1 - y) * np.maximum(np.log1p(-p),
                                                                              -100))
     eps = float(np.float32(1e-12))
     grad = w * (p - y) / np.maximum(p * (1 - p), eps)
