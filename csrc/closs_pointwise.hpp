@@ -417,25 +417,31 @@ struct SigmoidFocal : TwoOperands {
                          ? (T(1) - y) * x - ls
                          : (T(1) - y) * sp - y * ls;
         const T q = p * (T(1) - y) + pm * y;
-        T w, rate;  // q^gamma and q^(gamma - 1)
+        // w = q^gamma; rate_ce = q^(gamma - 1) ce, as w (ce / q): for hard targets
+        // ce / q is about 1 however small q is, where q^(gamma - 1) alone
+        // overflows (q = 1e-42, gamma < 1)
+        T w, rate_ce;
         if constexpr (GAMMA2) {
             w = q * q;
-            rate = q;
+            rate_ce = q * ce;
         } else {
             // Selects on members by vselect: a ternary lets GCC turn the member's
             // load into a masked load it cannot vectorise.
             const T m = vexp(gamma * vlog(std::abs(q)));
             w = vselect(gamma == T(0), T(1), vselect(q < T(0), m * neg_sign, m));  // pow(q, 0) = 1
-            rate = vselect(q == T(0), rate_at_zero, w / q);
+            rate_ce = vselect(q == T(0), rate_at_zero * ce, w * (ce / q));
         }
         const T at = vselect(alpha < T(0), T(1), alpha * y + one_minus_alpha * (T(1) - y));
         // d/dx [ce q^gamma] = (p - y) q^gamma - gamma ce q^(gamma-1) p (1 - p) (2y - 1),
         // with p - y as p (1 - y) - (1 - p) y: exact for hard targets, where
         // sigmoid(x) - 1 would lose all digits of a tiny 1 - p.  torch's pow
         // backward drops the second term for gamma == 0 (no 0 * inf).
-        T dq = gamma * ce * rate * (p * pm) * (T(2) * y - T(1));
+        // grouped as gamma (rate_ce (p (1 - p))): p (1 - p) is tiny where ce is
+        // huge, so no factor overflows that the product does not (gamma ce did
+        // at x = 2e38)
+        T dq = gamma * (rate_ce * (p * pm)) * (T(2) * y - T(1));
         if constexpr (!GAMMA2)  // p (1 - p) = 0 at a finite x (|x| past ~104 / ~745):
-            // the term's limit is 0, not inf * 0 = NaN (gamma < 1: rate = inf at q = 0)
+            // the term's limit is 0, not inf * 0 = NaN (gamma < 1: q^(gamma-1) = inf at q = 0)
             dq = vselect(p * pm == T(0) && std::abs(x) != std::numeric_limits<T>::infinity(),
                          T(0), dq);
         dx = at * ((p * (T(1) - y) - pm * y) * w - vselect(gamma == T(0), T(0), dq));

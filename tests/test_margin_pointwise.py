@@ -579,6 +579,21 @@ def test_focal_gradient_finite_where_one_minus_p_underflows(dtype, gamma):
     assert np.isnan(grad_inf).all()
 
 
+@pytest.mark.parametrize("gamma", [0.01, 0.5, 2.0, 3.7])
+def test_focal_float32_gradient_where_terms_overflow(gamma):
+    """float32 logits where a factor of the gradient alone leaves float32's
+    range: q^(gamma - 1) at q = 1e-42 (|x| = 95), gamma ce at |x| = 2e38.  The
+    gradient is float64's (of the same inputs) to float32 accuracy."""
+    x = np.array([95.0, -95.0, 60.0, 2e38, -2e38, 2e38, 3e38], np.float32)
+    y = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 0.5, 0.25], np.float32)
+    for alpha in (0.25, 0.0, -1.0):
+        v, g = CF.sigmoid_focal_loss(x, y, alpha=alpha, gamma=gamma, return_grad=True)
+        v64, g64 = CF.sigmoid_focal_loss(x.astype(np.float64), y.astype(np.float64),
+                                         alpha=alpha, gamma=gamma, return_grad=True)
+        assert np.isfinite(g).all()
+        assert_close(g, g64.astype(np.float32), np.float32, scale=1e-30)
+
+
 @pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
 def test_focal_targets_outside_unit_interval(torch, dtype):
     """q = 1 - p_t < 0 (targets outside [0, 1]): q**gamma as torch's pow, real for
