@@ -159,17 +159,21 @@ def grad_output(value, reduction, shape, dtype):
     return 1.0, contiguous(arr)
 
 
-def grad_out(out, args, grad_args):
+def grad_out(out, args, grad_args, others=()):
     """The preallocated gradient buffers of value_and_grad / backward: None, or a
     tuple with one array per differentiable argument (args[i] for i in grad_args).
 
     Each must be a writeable, C-contiguous float32/float64 ndarray of its
-    argument's shape, sharing no memory with any argument or other buffer.
-    (Its dtype is checked against the gradient's by `deliver`; a kernel writes
-    straight into a buffer of the right size and dtype.)
+    argument's shape, sharing no memory with any argument (whatever its type:
+    a torch tensor or memoryview may share an array's memory), with `others`
+    (what else the sweep reads: grad_output, a loss object's weights) or with
+    another buffer.  (Its dtype is checked against the gradient's by `deliver`;
+    a kernel writes straight into a buffer of the right size and dtype.)
     """
     if out is None:
         return None
+    read = [a if isinstance(a, np.ndarray) else np.asarray(a)
+            for a in (*args, *others) if a is not None and not isinstance(a, (int, float, str))]
     many = len(grad_args) > 1
     outs = out if many and isinstance(out, tuple) else (out,)
     if len(outs) != len(grad_args):
@@ -187,10 +191,10 @@ def grad_out(out, args, grad_args):
         if not (o.flags.c_contiguous and o.flags.writeable):
             raise ValueError(f"{name}: expected a writeable C-contiguous array, got a "
                              f"{'read-only' if not o.flags.writeable else 'non-contiguous'} one")
-        others = [a for a in args if isinstance(a, np.ndarray)] + list(outs[:k])
-        if any(np.shares_memory(o, a) for a in others):
+        if any(np.shares_memory(o, a) for a in read + list(outs[:k])):
             raise ValueError(f"{name}: expected a buffer of its own, got one that shares memory "
-                             f"with an input or another gradient buffer")
+                             f"with an input (or grad_output, or a weight) or another "
+                             f"gradient buffer")
     return outs
 
 

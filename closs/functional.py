@@ -78,7 +78,7 @@ def _finish(ops, reduction, return_grad, grad_output, grad_out, args, grad_args=
     if not return_grad:
         raise ValueError("grad_out: expected return_grad=True (the buffers receive the "
                          "gradient), got grad_out without it")
-    outs = _v.grad_out(grad_out, args, grad_args)
+    outs = _v.grad_out(grad_out, args, grad_args, (grad_output,))
     value, grad = sweep(ops, reduction, True, True, grad_output, outs)
     return value, _v.deliver(grad, outs)
 

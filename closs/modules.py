@@ -64,6 +64,10 @@ class _Loss:
     def _operands(self, *args):
         raise NotImplementedError
 
+    def _held_arrays(self):
+        """The arrays this loss keeps (weights), which a grad_out may not overwrite."""
+        return [v for v in vars(self).values() if isinstance(v, np.ndarray)]
+
     def forward(self, *args):
         """The loss value (a NumPy scalar, or an array for reduction='none')."""
         ops = self._operands(*args)
@@ -89,14 +93,16 @@ class _Loss:
                 f"{type(self).__name__}.backward() called before forward(): "
                 "there is no value to differentiate"
             )
-        outs = _v.grad_out(grad_out, self._saved_args, self._grad_args)
+        outs = _v.grad_out(grad_out, self._saved_args, self._grad_args,
+                           (grad_output, *self._held_arrays()))
         grad = self._sweep(self._saved, self.reduction, False, True, grad_output, outs)[1]
         return _v.deliver(grad, outs)
 
     def value_and_grad(self, *args, grad_output=None, grad_out=None):
         """``(value, grad)`` computed together in one sweep over the inputs;
         grad_out as in :meth:`backward`."""
-        outs = None if grad_out is None else _v.grad_out(grad_out, args, self._grad_args)
+        outs = None if grad_out is None else _v.grad_out(grad_out, args, self._grad_args,
+                                                         (grad_output, *self._held_arrays()))
         ops = self._operands(*args)
         value, grad = self._sweep(ops, self.reduction, True, True, grad_output, outs)
         self._saved, self._saved_args = ops, args

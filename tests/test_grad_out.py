@@ -180,6 +180,41 @@ def test_refused_before_writing():
         mse.backward(grad_out=np.zeros(5))
 
 
+def test_refused_when_sharing_a_weight_grad_output_or_a_non_array_input():
+    """What else the sweep reads may not be the buffer either: a loss object's
+    weight (overwriting it would change later calls), an upstream gradient, or
+    an input given as another type that shares the buffer's memory."""
+    rng = np.random.default_rng(5)
+    p, w, pw = rng.uniform(0.1, 0.9, 8), rng.uniform(0.5, 2, 8), rng.uniform(0.5, 2, 8)
+    t = (p > 0.5) * 1.0
+    w0 = w.copy()
+    for loss in (closs.BCELoss(weight=w), closs.BCEWithLogitsLoss(pos_weight=pw)):
+        held = w if isinstance(loss, closs.BCELoss) else pw
+        with pytest.raises(ValueError, match="shares memory"):
+            loss.value_and_grad(p, t, grad_out=held)
+        loss(p, t)
+        with pytest.raises(ValueError, match="shares memory"):
+            loss.backward(grad_out=held)
+    np.testing.assert_array_equal(w, w0)
+    x, target = rng.normal(size=(4, 40)), rng.integers(0, 40, 4)
+    buf = np.empty((4, 40))
+    go = buf.reshape(-1)[:4]
+    go[:] = [1.0, 2.0, 3.0, 4.0]
+    ce = closs.CrossEntropyLoss(reduction="none")
+    with pytest.raises(ValueError, match="shares memory"):
+        ce.value_and_grad(x, target, grad_output=go, grad_out=buf)
+    with pytest.raises(ValueError, match="shares memory"):
+        F.cross_entropy(x, target, reduction="none", return_grad=True, grad_output=go,
+                        grad_out=buf)
+    ce(x, target)
+    with pytest.raises(ValueError, match="shares memory"):
+        ce.backward(go, grad_out=buf)
+    m = rng.normal(size=4)
+    with pytest.raises(ValueError, match="shares memory"):
+        F.mse_loss(memoryview(m), rng.normal(size=4), return_grad=True, grad_out=m)
+    np.testing.assert_array_equal(go, [1.0, 2.0, 3.0, 4.0])
+
+
 def test_several_gradients():
     rng = np.random.default_rng(4)
     a, b, y = rng.normal(size=10), rng.normal(size=10), np.sign(rng.normal(size=10))
