@@ -299,10 +299,12 @@ struct NormMax {
 
 // Any other p (fractional, negative, NaN): (sum |u|^p)^(1/p), powers as
 // exp(p log|u|) in double (vectorisable; accurate to a few ulp of double).
-// Derivative sign(u) (|u| / d)^(p-1): 0 where u = 0 (torch masks p < 1
-// there) and where d = 0.  The ratio (at most 1 for p >= 1), not torch's
-// |u|^(p-1) / d^(p-1): a float32 row factor d^(1-p) overflows for small d
-// (d = 1e-6, p = 8: 1e41) where the gradient is of order 1.
+// Derivative sign(u) (|u| / d)^(p-1) = sign(u) exp((p-1) (log|u| - log d)):
+// 0 where u = 0 (torch masks p < 1 there) and where d = 0 (all terms 0, or
+// |u|^p underflowed; torch masks it).  Not torch's |u|^(p-1) / d^(p-1): a
+// float32 row factor d^(1-p) overflows for small d (d = 1e-6, p = 8: 1e41)
+// where the gradient is of order 1, and not the ratio's power: |u| / d
+// underflows for a subnormal u (p < 1: a huge power).
 struct NormGeneral {
     static constexpr double START = 0.0;
     static constexpr bool ADDITIVE = false;
@@ -318,9 +320,6 @@ struct NormGeneral {
     template <class T>
     static T deriv(T u, T k, T d, double p) {
         const double a = std::abs(double(u));
-        // from logs, as the ratio |u| / d itself underflows for a subnormal u
-        // (p < 1: a huge power); d = 0 (all terms 0, or |u|^p underflowed):
-        // masked to 0, as torch
         const double q = vselect(a == 0.0 || d == T(0), 0.0,
                                  vexp((p - 1.0) * (vlog(a) - vlog(double(d)))));
         return T(double(sign(u)) * q * double(k));

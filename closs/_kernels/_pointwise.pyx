@@ -126,9 +126,9 @@ cdef class Operands:
     see closs._validation.gradient_like for c_shape).  grad_dtypes: None, or
     the dtypes MarginRanking's (grad_a, grad_b) or GaussianNLL's (grad_a,
     grad_c) are returned in when the arguments' dtypes differ.  count: the
-    'mean' denominator (default: the number of elements).  check: CHECK_UNIT (BCE: a and b in [0, 1]) or
-    CHECK_VAR (GaussianNLL: c >= 0), ranges the first sweep checks block by
-    block (then 0); or 0.
+    'mean' denominator (default: the number of elements).  check: CHECK_UNIT
+    (BCE: a and b in [0, 1]) or CHECK_VAR (GaussianNLL: c >= 0), ranges the
+    first sweep checks block by block (then 0); or 0.
     """
 
     cdef public int kind, check
