@@ -316,7 +316,7 @@ struct NormGeneral {
     }
     static double combine(double* lanes) { return lanes_total(lanes); }
     static double norm(double s, double p) { return power(s, 1.0 / p); }
-    static double factor(double d, double c, double) { return d == 0.0 ? c * 0.0 : c; }
+    static double factor(double, double c, double) { return c; }  // deriv masks d = 0
     template <class T>
     static T deriv(T u, T k, T d, double p) {
         const double a = std::abs(double(u));

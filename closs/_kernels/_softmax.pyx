@@ -192,35 +192,29 @@ def evaluate(Operands ops, str kind, str reduction, bint want_value, bint want_g
         total = copysign(0.0, -1.0)  # torch negates the whole sum: -0.0 (spec 3.4)
     value = None
     if mean and ops.count == 0 and ops.smoothing > 0 and ops.target is not None and ce:
-        return smoothed_mean_of_zero_weight(ops, want_value, grad if want_grad else None,
-                                            threads)
+        return smoothed_mean_of_zero_weight(ops, want_value, grad if want_grad else None)
     if want_value:
         value = scalar_of(total / ops.count if mean else total, x) if reduced else loss
     return value, (grad if want_grad else None)
 
 
-def smoothed_mean_of_zero_weight(Operands ops, bint want_value, grad, int threads):
+def smoothed_mean_of_zero_weight(Operands ops, bint want_value, grad):
     """Label-smoothed cross-entropy, 'mean', when the target weights sum to 0
     (D = 0, some targets kept): torch divides the nll and the smoothing sums by
     D each, (1 - e) (nll / 0) + (smooth / 0) (e / C), which is nan or an
     infinity by their signs (not their sum divided once); its gradient is nan
     in every kept row (an infinite scale meets 0 and -inf there)."""
-    cdef double total
     value = None
-    dt = ops.x.dtype.type
     if want_value:
-        parts = []
-        for e in (0.0, 1.0):  # the nll sum, then the smoothing sum / C
-            part = Operands(ops.x, ops.outer, ops.classes, ops.inner, ops.loss_shape, ops.target,
-                            None, ops.weight, ops.ignore_index, e, ops.weight_sum, 0.0)
-            if ops.x.dtype == np.float32:
-                total = sweep(<float> 0, True, part, None, None, False, None, 1.0, threads)
-            else:
-                total = sweep(<double> 0, True, part, None, None, False, None, 1.0, threads)
-            parts.append(dt(total))
+        dt = ops.x.dtype.type
+        nll, smooth = (  # the nll sum, then the smoothing sum / C: 'sum' sweeps
+            evaluate(Operands(ops.x, ops.outer, ops.classes, ops.inner, ops.loss_shape,
+                              ops.target, None, ops.weight, ops.ignore_index, e, ops.weight_sum,
+                              0.0), "ce", "sum", True, False, None)[0]
+            for e in (0.0, 1.0))
         e = dt(ops.smoothing)
         with np.errstate(divide="ignore", invalid="ignore"):
-            value = (dt(1) - e) * (parts[0] / dt(0)) + (parts[1] / dt(0)) * e
+            value = (dt(1) - e) * (nll / dt(0)) + (smooth / dt(0)) * e
     if grad is not None:
         kept = (ops.target != ops.ignore_index).reshape(ops.outer, 1, ops.inner)
         np.copyto(grad.reshape(ops.outer, ops.classes, ops.inner), np.nan, where=kept)
