@@ -11,7 +11,8 @@
 //
 //   MultiMargin (target t, class weight w, margin m, p in {1, 2}):
 //     loss = w_t / C * sum_{i != t} h(z_i)
-//     grad_i = k h'(z_i) for i != t,  grad_t = -k sum_{i != t} h'(z_i),  k = scale w_t / C
+//     grad_i = k h'(z_i) / p for i != t,  grad_t = -k sum_{i != t} h'(z_i) / p,
+//     k = p scale w_t / C   (torch's (2 g) z for p = 2: finite where 2 z overflows)
 //   MultiLabelMargin (targets J: the row's entries before its first -1; margin 1, p 1):
 //     loss = 1 / C * sum_{j in J} sum_{i not in J} h(z_ji)   (a repeated j counts again)
 //     grad_c = k * (number of active pairs (j, c)) - k * (number of active pairs (c, i)),
@@ -61,11 +62,12 @@ struct MarginArgs {
     double gscale;                // scalar upstream gradient times the reduction's scale
 };
 
-// The hinge term of one pair: returns h(z) and sets dz = h'(z).
+// The hinge term of one pair: returns h(z) and sets dz = h'(z) / P (the
+// caller's factor k carries P).
 template <int P, class T>
 inline T hinge(T z, T& dz) {
     const bool on = z > T(0);
-    dz = on ? (P == 1 ? T(1) : T(2) * z) : T(0);
+    dz = on ? (P == 1 ? T(1) : z) : T(0);
     return on ? (P == 1 ? z : z * z) : T(0);
 }
 
@@ -108,9 +110,9 @@ inline double multi_margin_row(const MarginArgs<T>& p, index r) {
     const index t = index(p.target[r]);
     const double w = p.weight ? double(p.weight[t]) : 1.0;
     const T a = T(p.margin) - x[t];
-    // torch's order: (scale / C) * dz, then times the weight, so that a tiny
+    // torch's order: (P scale / C) * dz, then times the weight, so that a tiny
     // weight does not underflow the factor to 0 (0 * inf would be NaN)
-    const T k = GRAD ? T(row_scale(p, r) / double(C)) : T(0), wt = T(w);
+    const T k = GRAD ? T(P * row_scale(p, r) / double(C)) : T(0), wt = T(w);
     double loss[LANES] = {}, slope[LANES] = {};
     auto term = [&](index i, T& l, T& s) {
         T dz;

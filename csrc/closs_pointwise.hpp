@@ -110,11 +110,15 @@ struct L1 : TwoOperands {
     }
 };
 
+// dx is half the derivative: the loop multiplies the upstream gradient by
+// upstream_factor = 2, which keeps torch's order (2 / n) (x - y), finite
+// for |x - y| > max / 2 where 2 (x - y) is not.
 struct MSE : TwoOperands {
+    static constexpr int upstream_factor = 2;
     template <class T>
     T operator()(T x, T y, T, T& dx, T&) const {
         const T d = x - y;
-        dx = T(2) * d;
+        dx = d;
         return d * d;
     }
 };
@@ -460,6 +464,14 @@ struct has_hard_form : std::false_type {};
 template <class F>
 struct has_hard_form<F, std::void_t<typename F::Hard>> : std::true_type {};
 
+// The factor a loss's derivative leaves to the upstream gradient (1 unless the
+// loss sets upstream_factor).
+template <class F, class = void>
+struct upstream_factor_of : std::integral_constant<int, 1> {};
+template <class F>
+struct upstream_factor_of<F, std::void_t<decltype(F::upstream_factor)>>
+    : std::integral_constant<int, F::upstream_factor> {};
+
 enum PointwiseMode { M_SUM = 1, M_LOSS = 2, M_GRAD = 4, M_GOUT = 8 };
 
 template <class T, class F, bool WEIGHTED, int MODE>
@@ -467,7 +479,8 @@ double pointwise_loop(const F& f, const PointwiseArgs<T>& p, index lo, index hi)
     double block_sums[BLOCKS_PER_CHUNK];
     T values[BLOCK];
     int nblocks = 0;
-    const T gscale = p.gscale;  // a local: a load through p would need an alias check
+    constexpr T factor = T(upstream_factor_of<F>::value);
+    const T gscale = p.gscale * factor;  // a local: a load through p would need an alias check
     for (index s = lo; s < hi; s += BLOCK) {
         const index m = std::min(BLOCK, hi - s);
         if (p.check != PW_CHECK_NONE && !block_in_range(p, s, m)) {
@@ -502,7 +515,7 @@ double pointwise_loop(const F& f, const PointwiseArgs<T>& p, index lo, index hi)
                 if constexpr ((MODE & M_SUM) != 0) values[i] = v;
                 if constexpr ((MODE & M_LOSS) != 0) loss[i] = v;
                 if constexpr ((MODE & M_GRAD) != 0) {
-                    const T up = (MODE & M_GOUT) ? go[i] : gscale;
+                    const T up = (MODE & M_GOUT) ? go[i] * factor : gscale;
                     ga[i] = da * up;
                     if constexpr (F::grad_second) gb[i] = db * up;
                     if constexpr (F::grad_third) gc[i] = dc * up;

@@ -728,6 +728,15 @@ def test_multi_margin_tiny_weight_keeps_infinite_gradient():
     assert np.array_equal(g[1], [np.inf] * 5 + [-np.inf])
 
 
+def test_multi_margin_p2_gradient_scales_before_doubling():
+    """torch's p = 2 term is (2 g) z: finite where 2 z overflows (z = 2e38 in
+    float32); the expected numbers are torch 2.13's."""
+    x = np.array([[1e38, -1e38, 0.0]], np.float32)
+    _, g = CF.multi_margin_loss(x, np.array([1]), p=2, return_grad=True)
+    assert_close(g, np.array([[1.3333334e38, -2.0000001e38, 6.6666668e37]], np.float32),
+                 np.float32)
+
+
 @pytest.mark.parametrize("func", LOSS_IDS)
 @given(data=st.data(), c=st.floats(-4, 4, allow_nan=False).filter(bool))
 def test_grad_output_linearity(func, data, c):

@@ -204,6 +204,17 @@ def test_overflow_and_underflow_anchors():
     assert v == np.inf and g[0] == np.inf  # spec §10: x=800 -> inf/inf
 
 
+@pytest.mark.parametrize("dtype, big", [(np.float32, 3e38), (np.float64, 1.7e308)])
+def test_mse_mean_gradient_scales_before_doubling(dtype, big):
+    """torch's MSE gradient is (2 / n) (x - y) * g: finite for |x - y| above
+    max / 2, where 2 (x - y) overflows; 'sum' (2 (x - y)) overflows in both."""
+    x, y = np.array([big, 1.0, 0.0], dtype), np.zeros(3, dtype)
+    _, g = CF.mse_loss(x, y, return_grad=True)
+    np.testing.assert_array_equal(g, dtype(2 / 3) * x)  # torch 2.13: 1.3333334e+38 (float32)
+    _, g = CF.mse_loss(x, y, reduction="sum", return_grad=True)
+    assert g[0] == np.inf and g[1] == 2
+
+
 # ---------------------------------------------------------------------------------
 # SIMD paths
 # ---------------------------------------------------------------------------------
