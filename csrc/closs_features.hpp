@@ -326,6 +326,21 @@ struct NormGeneral {
     }
 };
 
+// N over rows of one entry (D = 1, p = 2 or general): the norm is |u| itself,
+// as torch's norm over a dimension of size 1 returns it, where u^2 or |u|^p
+// would overflow or underflow (float32 p = 2 past |u| = 1.8e19); the
+// derivative is N's.
+template <class N>
+struct SingleEntry : N {
+    static constexpr bool ADDITIVE = true;
+    template <class T>
+    static T term(T u) {
+        return std::abs(u);
+    }
+    static double combine(double* lanes) { return lanes_total(lanes); }
+    static double norm(double s, double) { return s; }
+};
+
 // The number of entries of one row's difference at its max-norm (NormMax).
 template <class T, class N>
 inline double count_at_max(const T* x, const T* y, index D, T eps, T d) {
@@ -502,14 +517,18 @@ double feature_kind_range(const FeatureArgs<T>& p, index lo, index hi) {
                              [&](index r) { return triplet_cosine_row<T, false, GRAD>(p, r); });
     }
     const double order = p.p;
-    if (order == 2.0) return triplet_norm_range<T, GRAD, NormTwo>(p, lo, hi);
+    const bool single = p.D == 1;
+    if (order == 2.0)
+        return single ? triplet_norm_range<T, GRAD, SingleEntry<NormTwo>>(p, lo, hi)
+                      : triplet_norm_range<T, GRAD, NormTwo>(p, lo, hi);
     if (order == 1.0) return triplet_norm_range<T, GRAD, NormOne>(p, lo, hi);
     if (order == 0.0) return triplet_norm_range<T, GRAD, NormZero>(p, lo, hi);
     if (order == std::numeric_limits<double>::infinity())
         return triplet_norm_range<T, GRAD, NormMax<false>>(p, lo, hi);
     if (order == -std::numeric_limits<double>::infinity())
         return triplet_norm_range<T, GRAD, NormMax<true>>(p, lo, hi);
-    return triplet_norm_range<T, GRAD, NormGeneral>(p, lo, hi);
+    return single ? triplet_norm_range<T, GRAD, SingleEntry<NormGeneral>>(p, lo, hi)
+                  : triplet_norm_range<T, GRAD, NormGeneral>(p, lo, hi);
 }
 
 template <class T>

@@ -430,6 +430,27 @@ def test_general_p_extreme_distances_as_torch(torch, case):
         assert_close(got, t.grad.numpy(), np.float64)
 
 
+@pytest.mark.parametrize("dtype, p, big", [
+    (np.float32, 2.0, 3e19), (np.float32, 2.0, 1e38), (np.float64, 2.0, 1e160),
+    (np.float64, 3.0, 1e-110), (np.float64, 0.5, 1e300), (np.float32, 1.5, 1e-30)])
+@pytest.mark.parametrize("swap", [False, True], ids=["noswap", "swap"])
+def test_one_feature_distance_is_its_magnitude_as_torch(torch, dtype, p, big, swap):
+    """Over D = 1 torch's norm is |u| for every p, where u^2 or |u|^p would
+    overflow or underflow (float32 p = 2 past 1.8e19: inf - inf = nan before)."""
+    a = np.array([[big], [big], [0.0], [-big]], dtype)
+    q = np.array([[-big], [0.0], [big], [big]], dtype)
+    n = np.array([[0.0], [-big], [-big], [0.0]], dtype)
+    kw = {"p": p, "swap": swap, "eps": 0.0, "reduction": "none"}
+    v, g = CF.triplet_margin_loss(a, q, n, return_grad=True, **kw)
+    ts = [torch.tensor(x, requires_grad=True) for x in (a, q, n)]
+    tv = torch.nn.functional.triplet_margin_loss(*ts, **kw)
+    tv.sum().backward()
+    np.testing.assert_array_equal(v, tv.detach().numpy())
+    assert np.isfinite(v).all() and v[0] == v.dtype.type(big) + 1  # margin + 2 big - big
+    for got, t in zip(g, ts):
+        assert_close(got, t.grad.numpy(), dtype)
+
+
 @pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
 def test_swap_tie_splits_half_half(dtype):
     """d(a, n) == d(p, n) exactly: torch.minimum sends half to each."""
