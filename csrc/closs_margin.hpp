@@ -125,19 +125,22 @@ inline double multi_margin_row(const MarginArgs<T>& p, index r) {
         // A loop of its own over the row (in L1 by now): stores in the loop
         // above would keep its lane sums in memory, a store-to-load round trip
         // per vector.  (g[t] gets a value here, replaced below.)
-        // torch weights only the active terms: an inactive one (dz = 0) is +0
-        // even for a NaN or infinite weight (0 * w would be NaN)
+        // torch weights only the active terms: an inactive one (dz = 0) is 0
+        // even for a NaN or infinite weight (0 * w would be NaN), times the
+        // upstream gradient as torch's last step (-0 for a negative one)
+        const T zero = T(0) * k;
         for (index i = 0; i < C; ++i) {
             T dz;
             hinge<P>(a + x[i], dz);
-            g[i] = vselect(dz == T(0), T(0), (k * dz) * wt);
+            g[i] = vselect(dz == T(0), zero, (k * dz) * wt);
         }
         // 0.0 - s, not -s: +0 where no term is active, as torch's sum starting at 0
         const T s = T(0.0 - pairwise_sum(slope, LANES));
-        g[t] = vselect(s == T(0), T(0), (k * s) * wt);
+        g[t] = vselect(s == T(0), zero, (k * s) * wt);
     }
     const double h = pairwise_sum(loss, LANES);
-    return (h == 0.0 ? 0.0 : w * h) / double(C);  // no active term: 0, whatever w is
+    // no active term: 0, whatever w is; 0 + w h: torch's sum starts at +0
+    return (h == 0.0 ? 0.0 : 0.0 + w * h) / double(C);
 }
 
 // The pairs of a MultiLabelMargin row with n targets (targets[0..n)); `shut`

@@ -254,13 +254,14 @@ struct BCE : TwoOperands {  // -(y log x + (1 - y) log1p(-x)), each log clamped 
         const T u = one_minus(x, cu);
         const T cx = bce_log(std::abs(x), T(0)), c1x = bce_log(u, cu);
         dx = bce_grad(x, y);
-        return -(y * cx + (T(1) - y) * c1x);
+        return (y - T(1)) * c1x - y * cx;  // torch's form: +0 where both terms are 0
     }
 };
 
 // BCE for y in {0, 1}: one log, of x or log1p(-x).  The same bits as BCE: its
 // other term is 0 times a finite clamped log, a zero that leaves the sum as it
-// is.
+// is but for the sign of a zero loss: +0 for y = 0 (-0 - (-0)), -0 for y = 1
+// (-0 - 0).
 template <class T>
 struct BCE<T>::Hard : TwoOperands {
     T operator()(T x, T y, T, T& dx, T&) const {
@@ -268,7 +269,8 @@ struct BCE<T>::Hard : TwoOperands {
         T cu;
         const T u = one_minus(x, cu);
         const bool one = y == T(1);
-        return -bce_log(vselect(one, std::abs(x), u), vselect(one, T(0), cu));
+        const T log_term = bce_log(vselect(one, std::abs(x), u), vselect(one, T(0), cu));
+        return vselect(one, T(-0.0), T(0)) - log_term;
     }
 };
 

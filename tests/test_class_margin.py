@@ -728,6 +728,26 @@ def test_multi_margin_tiny_weight_keeps_infinite_gradient():
     assert np.array_equal(g[1], [np.inf] * 5 + [-np.inf])
 
 
+@pytest.mark.parametrize("p", [1, 2])
+def test_multi_margin_zeros_and_nan_upstream_as_torch(torch, p):
+    """torch multiplies its whole gradient row by the upstream gradient last:
+    an inactive entry is 0 * g (-0 for g < 0, NaN for a NaN g), and a row's
+    loss is a sum from +0 (a weight of -0 leaves +0)."""
+    x = np.array([[0.0, -2.0, 0.5], [0.0, 0.0, 0.0], [3.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    t = np.array([0, 0, 0, 2])
+    w = np.array([-0.0, 1.0, 2.0])
+    go = np.array([-1.0, -0.0, np.nan, 2.0])
+    v, g = CF.multi_margin_loss(x, t, p=p, weight=w, reduction="none", return_grad=True,
+                                grad_output=go)
+    tx = torch.tensor(x, requires_grad=True)
+    tv = torch.nn.functional.multi_margin_loss(tx, torch.tensor(t), p=p, weight=torch.tensor(w),
+                                               reduction="none")
+    tv.backward(torch.tensor(go))
+    for got, want in ((v, tv.detach().numpy()), (g, tx.grad.numpy())):
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
 def test_multi_margin_p2_gradient_scales_before_doubling():
     """torch's p = 2 term is (2 g) z: finite where 2 z overflows (z = 2e38 in
     float32); the expected numbers are torch 2.13's."""

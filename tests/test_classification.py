@@ -754,6 +754,25 @@ def test_bce_hard_targets_give_the_general_forms_bits(dtype):
 
 @pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
 @pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
+def test_bce_zero_losses_have_torchs_sign(torch, dtype, soft):
+    """torch's (y - 1) log1p(-x) - y log(x): a zero loss is +0 for y = 0 at
+    x = 0 and -0 for y = 1 at x = 1 (then negated by a weight of -1), in the
+    one-log form for 0/1 targets and in the general form alike."""
+    x = np.array([0, 1, 0, 1, 0.5, 0.5], dtype)
+    y = np.array([0, 1, 0, 1, 0, 1], dtype)
+    w = np.array([1, 1, -1, -1, 1, 1], dtype)
+    if soft:
+        x, y, w = (np.concatenate([a, a[:1]]) for a in (x, y, w))
+        y[-1] = 0.5  # a soft target in the block: the general (two-log) form
+    v = CF.binary_cross_entropy(x, y, weight=w, reduction="none")
+    tv = torch.nn.functional.binary_cross_entropy(
+        torch.tensor(x), torch.tensor(y), weight=torch.tensor(w), reduction="none").numpy()
+    np.testing.assert_array_equal(v, tv)
+    np.testing.assert_array_equal(np.signbit(v), np.signbit(tv))
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
+@pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
 def test_bce_small_input_takes_log1p_as_torch(torch, dtype, soft):
     """torch evaluates log(1 - x) as log1p(-x): x = 1e-8 with y = 0 loses 1e-8,
     where the log of the rounded 1 - x (1 in float32) would give 0."""
