@@ -957,6 +957,9 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
 
 
 def _multilabel_margin_operands(input, target):
+    ops = _margin.plain_multilabel(input, target)  # the common case, kept fast
+    if ops is not None:
+        return ops
     x, rows, classes = _margin_input(input)
     t = np.asarray(target)
     if t.dtype.kind not in "iu":

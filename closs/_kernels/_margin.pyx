@@ -62,17 +62,20 @@ cdef chunk_f32_t* chunk_f32 = margin_f32_for(closs_isa_selected())
 cdef chunk_f64_t* chunk_f64 = margin_f64_for(closs_isa_selected())
 
 
-def first_out_of_range(cnp.ndarray target, int64_t low, int64_t high):
-    """The position of the first entry of target (1-D int64) outside [low,
-    high), or -1 (counted per instruction set and over threads, without the GIL)."""
-    cdef const int64_t* t = index_data(target)
-    cdef Py_ssize_t n = cnp.PyArray_DIM(target, 0), bad
+cdef Py_ssize_t first_bad(const int64_t* t, Py_ssize_t n, int64_t low, int64_t high):
+    cdef Py_ssize_t bad
     if n == 0:
         return -1
     cdef int threads = threads_for(n, GRAIN)
     with nogil:
         bad = first_out_of_range_c(t, n, low, high, threads)
     return bad
+
+
+def first_out_of_range(cnp.ndarray target, int64_t low, int64_t high):
+    """The position of the first entry of target (1-D int64) outside [low,
+    high), or -1 (counted per instruction set and over threads, without the GIL)."""
+    return first_bad(index_data(target), cnp.PyArray_DIM(target, 0), low, high)
 
 
 cdef class Operands:
@@ -101,6 +104,30 @@ cdef class Operands:
         self.loss_shape = loss_shape
         self.weight = weight
         self.margin = margin
+
+
+def plain_multilabel(x, t):
+    """MultiLabelMargin's common case, which needs no conversion: x a
+    C-contiguous, aligned (N, C) float32/float64 array with C > 0 and t a
+    C-contiguous int64 array of x's shape, every entry in [-1, C).  Returns its
+    Operands, or None for any other case (which the caller converts, and
+    where it raises for a bad entry)."""
+    if type(x) is not cnp.ndarray or type(t) is not cnp.ndarray:
+        return None
+    cdef cnp.ndarray a = <cnp.ndarray> x, b = <cnp.ndarray> t
+    cdef int kind = cnp.PyArray_TYPE(a)
+    if not ((kind == cnp.NPY_FLOAT32 or kind == cnp.NPY_FLOAT64)
+            and cnp.PyArray_NDIM(a) == 2 and cnp.PyArray_DIM(a, 1) > 0
+            and cnp.PyArray_ISCARRAY_RO(a) and not cnp.PyArray_ISBYTESWAPPED(a)
+            and cnp.PyArray_TYPE(b) == cnp.NPY_INT64 and cnp.PyArray_NDIM(b) == 2
+            and cnp.PyArray_DIM(b, 0) == cnp.PyArray_DIM(a, 0)
+            and cnp.PyArray_DIM(b, 1) == cnp.PyArray_DIM(a, 1)
+            and cnp.PyArray_ISCARRAY_RO(b) and not cnp.PyArray_ISBYTESWAPPED(b)):
+        return None
+    cdef Py_ssize_t rows = cnp.PyArray_DIM(a, 0), classes = cnp.PyArray_DIM(a, 1)
+    if first_bad(<const int64_t*> cnp.PyArray_DATA(b), rows * classes, -1, classes) >= 0:
+        return None
+    return Operands(MARGIN_MULTILABEL, a, rows, classes, b, (rows,))
 
 
 cdef double sweep(real tag, Operands ops, object loss, object grad, object grad_output,
