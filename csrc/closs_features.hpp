@@ -326,19 +326,17 @@ struct NormGeneral {
     }
 };
 
-// N over rows of one entry (D = 1, p = 2 or general): the norm is |u| itself,
-// as torch's norm over a dimension of size 1 returns it, where u^2 or |u|^p
-// would overflow or underflow (float32 p = 2 past |u| = 1.8e19); the
-// derivative is N's.
+// N over rows of one entry (D = 1, p = 2 or general): the norm is NormOne's,
+// |u| itself, as torch's norm over a dimension of size 1 returns it, where
+// u^2 or |u|^p would overflow or underflow (float32 p = 2 past |u| = 1.8e19);
+// the derivative is N's.
 template <class N>
-struct SingleEntry : N {
-    static constexpr bool ADDITIVE = true;
+struct SingleEntry : NormOne {
+    static double factor(double d, double c, double p) { return N::factor(d, c, p); }
     template <class T>
-    static T term(T u) {
-        return std::abs(u);
+    static T deriv(T u, T k, T d, double p) {
+        return N::deriv(u, k, d, p);
     }
-    static double combine(double* lanes) { return lanes_total(lanes); }
-    static double norm(double s, double) { return s; }
 };
 
 // The number of entries of one row's difference at its max-norm (NormMax).
