@@ -1048,7 +1048,7 @@ def _cosine_embedding_operands(input1, input2, target, margin):
     t = target if type(target) is np.ndarray else np.asarray(target)
     if (_features.plain_rows(input1, input2) and t.ndim == 1 and t.dtype.kind in "biuf"
             and t.shape[0] == input1.shape[0]):  # the common case, kept fast
-        y = t if t.dtype == np.float64 and t.flags.c_contiguous else t.astype(np.float64)
+        y = _features.float64_target(t)
         return _features.Operands(_features.COSINE_EMBEDDING, input1, input2, None, y,
                                   t.shape, margin)
     if t.dtype.kind not in "biuf":
