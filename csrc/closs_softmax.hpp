@@ -103,7 +103,9 @@ inline double row_expsum(const T* __restrict v, index n, T m, T* __restrict e) {
 // The loss of one index-target row (see the top of this file).
 inline double index_row_loss(double log_s, double z_t, double w_t, double wz, double e, index C,
                              double W) {
-    return (1.0 - e) * w_t * (log_s - z_t) + (e / C) * (W * log_s - wz);
+    // torch's -w log_softmax: a zero loss is -0 (w > 0), and stays so without smoothing
+    const double nll = -((1.0 - e) * w_t * (z_t - log_s));
+    return e == 0.0 ? nll : nll + (e / C) * (W * log_s - wz);
 }
 
 // One contiguous row (inner == 1) of C values.

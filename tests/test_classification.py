@@ -752,6 +752,24 @@ def test_bce_hard_targets_give_the_general_forms_bits(dtype):
     assert_close(v, expected, dtype)
 
 
+@pytest.mark.parametrize("func", ["cross_entropy", "nll_loss"])
+@pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
+def test_class_index_zero_losses_have_torchs_sign(torch, dtype, func):
+    """torch's -w log_softmax (-w x for NLL): a zero row loss is -0 for w > 0
+    and +0 for w < 0 in a batch; an unbatched 'none' loss is a sum from +0."""
+    x = np.array([[0.0, -800.0], [2.0, 0.0], [0.0, 0.0], [0.0, -800.0]], dtype)
+    t = np.array([0, 1, 0, 0])
+    w = np.array([1.0, -1.0], dtype)
+    for xs, ts in ((x, t), (x[0], t[0]), (x[3], t[3])):
+        for weight in (None, w):
+            v = getattr(CF, func)(xs, ts, weight=weight, reduction="none")
+            tv = getattr(torch.nn.functional, func)(
+                torch.tensor(xs), torch.tensor(ts),
+                weight=None if weight is None else torch.tensor(weight), reduction="none")
+            np.testing.assert_array_equal(v, tv.numpy())
+            np.testing.assert_array_equal(np.signbit(v), np.signbit(tv.numpy()))
+
+
 @pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
 @pytest.mark.parametrize("dtype", FLOATS, ids=DTYPE_IDS)
 def test_bce_zero_losses_have_torchs_sign(torch, dtype, soft):

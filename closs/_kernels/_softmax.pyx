@@ -194,6 +194,8 @@ def evaluate(Operands ops, str kind, str reduction, bint want_value, bint want_g
     if mean and ops.count == 0 and ops.smoothing > 0 and ops.target is not None and ce:
         return smoothed_mean_of_zero_weight(ops, want_value, grad if want_grad else None)
     if want_value:
+        if not reduced and cnp.PyArray_NDIM(loss) == 0:
+            loss += 0.0  # torch sums an unbatched 'none' loss from +0: a zero loss is +0
         value = scalar_of(total / ops.count if mean else total, x) if reduced else loss
     return value, (grad if want_grad else None)
 
