@@ -63,6 +63,7 @@ cdef chunk_f64_t* chunk_f64 = margin_f64_for(closs_isa_selected())
 
 
 cdef Py_ssize_t first_bad(const int64_t* t, Py_ssize_t n, int64_t low, int64_t high):
+    # the position of the first of t[0..n) outside [low, high), or -1
     cdef Py_ssize_t bad
     if n == 0:
         return -1
