@@ -11,7 +11,8 @@ each gradient back to its argument's shape and dtype.
 cimport numpy as cnp
 import numpy as np
 
-from closs._kernels._arrays cimport data_or_null, grad_buffer, real, scalar_of, upstream
+from closs._kernels._arrays cimport (data_or_null, grad_buffer, native_carray, real, scalar_of,
+                                     upstream)
 from closs._kernels._runtime cimport threads_for
 
 from closs import _validation as _v
@@ -77,7 +78,7 @@ def plain_rows(a, b, c=None):
             continue
         y = <cnp.ndarray> other
         if (cnp.PyArray_TYPE(y) != t or cnp.PyArray_NDIM(y) != 2
-                or not cnp.PyArray_ISCARRAY_RO(y) or cnp.PyArray_ISBYTESWAPPED(y)
+                or not native_carray(y)
                 or cnp.PyArray_DIM(y, 0) != cnp.PyArray_DIM(x, 0)
                 or cnp.PyArray_DIM(y, 1) != cnp.PyArray_DIM(x, 1)):
             return False
@@ -92,7 +93,7 @@ def float64_target(t):
             and not cnp.PyArray_ISBYTESWAPPED(a)):
         return a
     if (cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(a) != 1
-            or not cnp.PyArray_ISCARRAY_RO(a) or cnp.PyArray_ISBYTESWAPPED(a)):
+            or not native_carray(a)):
         return t.astype(np.float64)
     cdef cnp.npy_intp n = cnp.PyArray_DIM(a, 0), i
     cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &n, cnp.NPY_FLOAT64, 0)

@@ -13,7 +13,8 @@ cimport numpy as cnp
 import numpy as np
 from libc.stdint cimport int64_t
 
-from closs._kernels._arrays cimport data_or_null, grad_buffer, index_data, real, scalar_of, upstream
+from closs._kernels._arrays cimport (data_or_null, grad_buffer, index_data, native_carray, real,
+                                     scalar_of, upstream)
 from closs._kernels._runtime cimport threads_for
 
 cnp.import_array()
@@ -117,13 +118,11 @@ def plain_multilabel(x, t):
         return None
     cdef cnp.ndarray a = <cnp.ndarray> x, b = <cnp.ndarray> t
     cdef int kind = cnp.PyArray_TYPE(a)
-    if not ((kind == cnp.NPY_FLOAT32 or kind == cnp.NPY_FLOAT64)
+    if not ((kind == cnp.NPY_FLOAT32 or kind == cnp.NPY_FLOAT64) and native_carray(a)
             and cnp.PyArray_NDIM(a) == 2 and cnp.PyArray_DIM(a, 1) > 0
-            and cnp.PyArray_ISCARRAY_RO(a) and not cnp.PyArray_ISBYTESWAPPED(a)
-            and cnp.PyArray_TYPE(b) == cnp.NPY_INT64 and cnp.PyArray_NDIM(b) == 2
-            and cnp.PyArray_DIM(b, 0) == cnp.PyArray_DIM(a, 0)
-            and cnp.PyArray_DIM(b, 1) == cnp.PyArray_DIM(a, 1)
-            and cnp.PyArray_ISCARRAY_RO(b) and not cnp.PyArray_ISBYTESWAPPED(b)):
+            and cnp.PyArray_TYPE(b) == cnp.NPY_INT64 and native_carray(b)
+            and cnp.PyArray_NDIM(b) == 2 and cnp.PyArray_DIM(b, 0) == cnp.PyArray_DIM(a, 0)
+            and cnp.PyArray_DIM(b, 1) == cnp.PyArray_DIM(a, 1)):
         return None
     cdef Py_ssize_t rows = cnp.PyArray_DIM(a, 0), classes = cnp.PyArray_DIM(a, 1)
     if first_bad(<const int64_t*> cnp.PyArray_DATA(b), rows * classes, -1, classes) >= 0:
